@@ -1,0 +1,86 @@
+"""Structured-config schemas, registered in Hydra's ConfigStore.
+
+The top-level schema types the ``dataset``, ``data`` and ``train`` groups, so a misspelt key in a YAML file or on the
+command line fails at compose time with Hydra's "Key '...' not in ..." message. The ``gan``, ``metrics`` and
+``downstream`` groups are validated by the constructors they are instantiated into (an unknown argument raises).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from benchmark.data.config import DataConfig, DatasetConfig
+from benchmark.utils import REPO_ROOT
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000                 # generator iterations
+    batch_size: int = 32
+    optimizer: str = "adam"           # adam | adamw | rmsprop
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.999])
+    ema_decay: float = 0.999          # EMA of generator weights (g_ema is what gets sampled)
+    ema_start: int = 0                # steps before EMA starts (g_ema copies the generator until then)
+    checkpoint_every: int = 250       # a checkpoint is also always written at the last step
+    keep_checkpoints: bool = True     # keep every snapshot (for metric-over-training curves), else only the latest
+    sample_every: int = 250           # sample grid (fixed latents) every N steps
+    sample_grid: int = 36
+    log_every: int = 10
+    progress: bool = True             # tqdm progress bar with losses
+    stop_after: Optional[int] = None  # stop (as if killed) after this many steps; used to test resume
+
+
+@dataclass
+class PathsConfig:
+    results_dir: str = "results"
+    runs_dir: str = "${paths.results_dir}/runs"
+    store_dir: str = "${paths.results_dir}/store"
+    cache_dir: str = "${paths.results_dir}/cache"
+    leaderboard_dir: str = "${paths.results_dir}/leaderboards"
+
+
+@dataclass
+class RunConfig:
+    dataset: DatasetConfig = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    gan: Any = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    metrics: Any = field(default_factory=dict)
+    downstream: Any = field(default_factory=dict)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    experiment_name: str = "default"  # set by experiment/*.yaml; recorded with every result
+    seed: int = 0
+    device: str = "auto"              # auto (CUDA > MPS > CPU) | cpu | cuda | cuda:1 ...
+    precision: str = "32"             # 32 | bf16-mixed | 16-mixed
+    evaluate: bool = True             # after training: sample, metrics, downstream, store record
+    n_samples: Optional[int] = None   # synthetic images for evaluation; null = as many as the real test split
+
+
+@dataclass
+class EvaluateConfig:
+    run_dir: str = MISSING
+    device: str = "auto"
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    overrides: Any = field(default_factory=dict)  # e.g. {metrics: {...}} to re-evaluate with other metric settings
+
+
+@dataclass
+class LeaderboardConfig:
+    metric: str = MISSING
+    group_by: list[str] = field(default_factory=lambda: ["gan.name", "dataset.name", "data.train_size"])
+    include_failed: bool = False
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def register_configs() -> None:
+    if not OmegaConf.has_resolver("msb_root"):
+        OmegaConf.register_new_resolver("msb_root", lambda: str(REPO_ROOT))
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+    cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="leaderboard_schema", node=LeaderboardConfig)

@@ -1,0 +1,175 @@
+"""The training loop of one run: data batches, GAN steps, EMA, logging, snapshots, resume, divergence.
+
+The GAN itself (losses, D/G updates, n_critic, augmentation) lives behind ``gan.train_step``; this loop only owns
+what every GAN shares. Resuming is exact: the batch order is a pure function of (seed, step), and every checkpoint
+holds model + optimiser + EMA state and all RNG states, so a run killed at any point and launched again with the
+same config ends with the same weights as an uninterrupted run (on CPU; GPU kernels may be non-deterministic).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import hydra
+import torch
+from torchvision.utils import save_image
+from tqdm.auto import tqdm
+
+from benchmark.data.types import DatasetBundle
+from benchmark.utils import atomic_torch_save, autocast_context, rng_state, seed_everything, set_rng_state
+
+log = logging.getLogger(__name__)
+CKPT_RE = re.compile(r"step_(\d+)\.pt$")
+
+
+class Diverged(RuntimeError):
+    """A loss became NaN or infinite."""
+
+
+class StopRequested(RuntimeError):
+    """``train.stop_after`` was reached: the run stops as if it had been killed (used to test resume)."""
+
+
+@dataclass
+class TrainResult:
+    gan: torch.nn.Module
+    steps_done: int
+    status: str                 # completed | diverged
+    seconds: float
+    resumed_from: int | None
+    last_losses: dict
+    checkpoint: Path | None
+
+
+def build_gan(cfg, bundle: DatasetBundle, device: torch.device):
+    """Instantiate ``cfg.gan`` for this dataset's image size, channels, masks and labels."""
+    gan = hydra.utils.instantiate(
+        cfg.gan,
+        image_size=bundle.train.images.shape[-1],
+        image_channels=bundle.channels,
+        num_mask_classes=bundle.num_mask_classes,
+        num_classes=bundle.num_classes if cfg.gan.get("conditional", False) else 0,
+        _convert_="all",
+    )
+    return gan.to(device)
+
+
+def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor:
+    """Indices of the batch for ``step``: epochs of seeded permutations, a pure function of (seed, step)."""
+    start = step * batch_size
+    out, pos = [], start
+    while len(out) < batch_size:
+        epoch, offset = divmod(pos, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        take = min(batch_size - len(out), n - offset)
+        out.extend(perm[offset:offset + take].tolist())
+        pos += take
+    return torch.tensor(out)
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = [(int(m.group(1)), p) for p in (run_dir / "checkpoints").glob("step_*.pt") if (m := CKPT_RE.search(p.name))]
+    return max(found)[1] if found else None
+
+
+def save_checkpoint(run_dir: Path, gan, optimizers: dict, step: int, keep_all: bool, extra: dict) -> Path:
+    path = run_dir / "checkpoints" / f"step_{step:07d}.pt"
+    atomic_torch_save({
+        "step": step,
+        "model_args": gan.model_args(),
+        "state_dict": gan.state_dict(),
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "rng": rng_state(),
+        **extra,
+    }, path)
+    if not keep_all:
+        for old in (run_dir / "checkpoints").glob("step_*.pt"):
+            if old != path:
+                old.unlink(missing_ok=True)
+    return path
+
+
+def save_sample_grid(gan, path: Path, n: int, seed: int, bundle: DatasetBundle) -> None:
+    """Fixed latents (same seed every time) so grids from successive snapshots are comparable."""
+    out = gan.sample(n, seed=seed, batch_size=n)
+    images = (out["images"].float() + 1) / 2
+    if images.shape[1] not in (1, 3):
+        images = images[:, :1]
+    tiles = [images]
+    if out.get("masks") is not None and bundle.num_mask_classes > 1:
+        masks = out["masks"].float().unsqueeze(1) / (bundle.num_mask_classes - 1)
+        tiles.append(masks.expand(-1, images.shape[1], -1, -1))
+    grid = torch.stack(tiles, dim=1).flatten(0, 1)  # image, mask, image, mask, ...
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(grid.clamp(0, 1), path, nrow=2 * int(math.ceil(math.sqrt(n))) if len(tiles) > 1 else
+               int(math.ceil(math.sqrt(n))))
+
+
+def train(cfg, bundle: DatasetBundle, run_dir: Path, device: torch.device) -> TrainResult:
+    tcfg = cfg.train
+    run_dir = Path(run_dir)
+
+    # --- setup: model, optimisers, and the state of an earlier attempt of this same run --------------------------
+    seed_everything(cfg.seed)
+    gan = build_gan(cfg, bundle, device)
+    optimizers = gan.configure_optimizers(lr_g=tcfg.lr_g, lr_d=tcfg.lr_d, betas=tuple(tcfg.betas),
+                                          optimizer=tcfg.optimizer)
+    start_step, resumed_from, ckpt_path = 0, None, latest_checkpoint(run_dir)
+    if ckpt_path is not None:
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        gan.load_state_dict(ckpt["state_dict"])
+        for name, opt in optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][name])
+        set_rng_state(ckpt["rng"])
+        start_step = resumed_from = ckpt["step"]
+        log.info("resuming from %s (step %d)", ckpt_path, start_step)
+
+    images = bundle.train.images
+    masks, labels = bundle.train.masks, bundle.train.labels
+    n_train = len(bundle.train)
+    sample_seed = cfg.seed + 12345
+    amp = autocast_context(device, cfg.precision)
+
+    # --- the loop ----------------------------------------------------------------------------------------------
+    t0, losses, status = time.perf_counter(), {}, "completed"
+    bar = tqdm(range(start_step, tcfg.steps), initial=start_step, total=tcfg.steps, desc=f"train {run_dir.name}",
+               disable=not tcfg.progress, dynamic_ncols=True)
+    step = start_step
+    for step in bar:
+        idx = batch_indices(step, tcfg.batch_size, n_train, cfg.seed)
+        batch = {"images": images[idx].to(device, non_blocking=True)}
+        if masks is not None:
+            batch["masks"] = masks[idx].to(device, non_blocking=True)
+        if labels is not None:
+            batch["labels"] = labels[idx].to(device, non_blocking=True)
+
+        with amp:
+            losses = gan.train_step(batch, optimizers, step)
+        if not all(math.isfinite(v) for v in losses.values()):
+            status = "diverged"
+            log.warning("step %d: non-finite loss %s — run diverged, stopping", step, losses)
+            break
+        # EMA of the generator weights: g_ema copies the generator until ema_start.
+        gan.update_ema(tcfg.ema_decay if step >= tcfg.ema_start else 0.0)
+
+        done = step + 1
+        if done % tcfg.log_every == 0 or done == tcfg.steps:
+            bar.set_postfix({k: f"{v:.3f}" for k, v in losses.items()})
+            log.info("step %d/%d %s", done, tcfg.steps, " ".join(f"{k}={v:.4f}" for k, v in losses.items()))
+        if done % tcfg.sample_every == 0 or done == tcfg.steps:
+            save_sample_grid(gan, run_dir / "samples" / f"step_{done:07d}.png", tcfg.sample_grid, sample_seed, bundle)
+        if done % tcfg.checkpoint_every == 0 or done == tcfg.steps:
+            ckpt_path = save_checkpoint(run_dir, gan, optimizers, done, tcfg.keep_checkpoints, {"losses": losses})
+        if tcfg.stop_after is not None and done >= tcfg.stop_after and done < tcfg.steps:
+            raise StopRequested(f"stopped after step {done} (train.stop_after)")
+    else:
+        step = tcfg.steps
+    bar.close()
+
+    return TrainResult(gan=gan, steps_done=step if status == "diverged" else tcfg.steps, status=status,
+                       seconds=time.perf_counter() - t0, resumed_from=resumed_from, last_losses=losses,
+                       checkpoint=ckpt_path)
