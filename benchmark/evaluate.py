@@ -25,6 +25,17 @@ def sample_imageset(gan, n: int, seed: int, bundle: DatasetBundle, batch_size: i
                     ids=[f"synthetic_{i:06d}" for i in range(n)])
 
 
+def full_train_split(cfg, bundle: DatasetBundle) -> ImageSet:
+    """The whole real training split (not the run's subset): domain extractors trained on it are then the same for
+    every training-set size of a sweep, so their distances are comparable across sizes."""
+    if cfg.data.train_size is None:
+        return bundle.train
+    from benchmark.data import load_dataset
+
+    data_cfg = OmegaConf.merge(cfg.data, {"train_size": None})
+    return load_dataset(cfg.dataset, data_cfg).train
+
+
 def evaluate_gan(cfg, gan, bundle: DatasetBundle, device: torch.device, run_dir: Path) -> dict:
     from downstream import run_downstream
     from metrics import compute_feature_metrics, compute_image_metrics, get_extractor, FeatureCache
@@ -44,7 +55,7 @@ def evaluate_gan(cfg, gan, bundle: DatasetBundle, device: torch.device, run_dir:
         ext_cfg = dict(ext_cfg)
         name = ext_cfg.pop("name")
         t0 = time.perf_counter()
-        extractor = get_extractor(name, train_set=bundle.train_full if hasattr(bundle, "train_full") else bundle.train,
+        extractor = get_extractor(name, train_set=full_train_split(cfg, bundle),
                                   cache_dir=str(Path(cfg.paths.cache_dir) / "extractors"), device=str(device),
                                   seed=mcfg.get("seed", 0), **ext_cfg)
         desc = extractor.describe()

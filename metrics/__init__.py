@@ -1,0 +1,17 @@
+"""medsynbench metrics suite: feature extractors, a feature cache, and registered metrics with provenance records.
+
+    ext = get_extractor("unet_encoder", train_set=bundle.train, cache_dir=...)
+    feats = ext.features(images)                       # [N, d]
+    records = compute_feature_metrics(real, fake, names=["fd", "kid", "prdc"], extractor=ext.describe())
+"""
+from metrics.registry import get_metric, list_metrics, register_metric
+from metrics import frechet, kid, prdc  # noqa: F401  (register the feature metrics)
+from metrics import image_metrics  # noqa: F401  (register the image metrics)
+from metrics.cache import FeatureCache
+from metrics.compute import compute_feature_metrics, compute_image_metrics
+from metrics.extractors import get_extractor, list_extractors, register_extractor
+from metrics.frechet import frechet_distance, frechet_distance_from_stats, gaussian_stats
+
+__all__ = ["FeatureCache", "compute_feature_metrics", "compute_image_metrics", "frechet_distance",
+           "frechet_distance_from_stats", "gaussian_stats", "get_extractor", "get_metric", "list_extractors",
+           "list_metrics", "register_extractor", "register_metric"]

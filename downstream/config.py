@@ -1,0 +1,106 @@
+"""Typed settings of the ``downstream`` Hydra group.
+
+The group is ``Any`` in the run schema (each task has its own keys), so it is validated here: an unknown or
+misspelt key raises with the list of valid keys, instead of being silently ignored.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+TRAIN_ON = ("real", "synthetic", "real+synthetic")
+
+
+@dataclass
+class TrainSettings:
+    """What every downstream task shares: how long and how to train, and how much synthetic data to use."""
+
+    task: str = "none"
+    metric_tag: str = ""                  # suffix of the metric names, e.g. dice_<tag>; empty = task default
+    steps: Optional[int] = 150            # optimiser steps; the same for every train_on so conditions get equal compute
+    epochs: Optional[int] = None          # alternative to steps (set steps: null); steps = epochs * ceil(n / batch)
+    batch_size: int = 16
+    eval_batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"               # adam | adamw | sgd
+    weight_decay: float = 0.0
+    augment_flip: bool = True             # random horizontal + vertical flips (masks flipped with their image)
+    synthetic_n: Optional[int] = None     # synthetic images used when train_on=synthetic; null = all provided
+    mix_ratio: float = 1.0                # real+synthetic: synthetic images added per real image
+    mix_n: Optional[int] = None           # real+synthetic: absolute number of synthetic images (overrides mix_ratio)
+    train_on: Optional[list[str]] = None  # null = the caller's choice (default: real, synthetic, real+synthetic)
+    progress: bool = True                 # tqdm bar while training
+
+    def total_steps(self, n_train: int) -> tuple[int, Optional[int]]:
+        """(steps, epochs) for a training set of n_train images."""
+        if self.epochs is not None:
+            per_epoch = -(-n_train // min(self.batch_size, n_train))
+            return self.epochs * per_epoch, self.epochs
+        return int(self.steps), None
+
+
+@dataclass
+class NoneSettings(TrainSettings):
+    pass
+
+
+@dataclass
+class SegmentationSettings(TrainSettings):
+    task: str = "segmentation"
+    arch: str = "Unet"                    # any segmentation_models_pytorch architecture (smp.create_model)
+    encoder: str = "resnet18"
+    encoder_depth: int = 5
+    decoder_channels: list[int] = field(default_factory=lambda: [128, 64, 32, 16, 8])
+    encoder_weights: Optional[str] = None  # null = random init | imagenet | /path/to/encoder_state_dict.pth
+    dice_loss: bool = True                # loss = cross-entropy (+ Dice loss)
+    dice_aggregation: str = "samplewise"  # samplewise: Dice per test image, then mean | global: over all pixels
+
+
+@dataclass
+class ClassificationSettings(TrainSettings):
+    task: str = "classification"
+    model: str = "efficientnet_b0"        # any timm model name
+    pretrained: Any = False               # false = random init | true / imagenet | /path/to/timm_checkpoint.pth
+    drop_rate: float = 0.0
+
+
+SETTINGS = {"none": NoneSettings, "segmentation": SegmentationSettings, "classification": ClassificationSettings}
+
+
+def parse_settings(task_cfg) -> TrainSettings:
+    """DictConfig / dict of the ``downstream`` group -> the task's settings dataclass (unknown keys raise)."""
+    if task_cfg is None:
+        return NoneSettings()
+    if isinstance(task_cfg, TrainSettings):
+        return task_cfg
+    raw = OmegaConf.to_container(task_cfg, resolve=True) if isinstance(task_cfg, DictConfig) else dict(task_cfg)
+    task = raw.get("task", "none" if not raw else None)
+    if task not in SETTINGS:
+        raise ValueError(f"downstream.task={task!r} is not a known task; choose one of {sorted(SETTINGS)}")
+    cls = SETTINGS[task]
+    valid = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        raise ValueError(f"downstream ({task}): unknown key(s) {unknown}; valid keys are {sorted(valid)}")
+    settings = cls(**raw)
+    _check(settings)
+    return settings
+
+
+def _check(s: TrainSettings) -> None:
+    if (s.steps is None) == (s.epochs is None) and s.task != "none":
+        raise ValueError(f"downstream: set exactly one of steps / epochs (got steps={s.steps}, epochs={s.epochs})")
+    if s.optimizer not in ("adam", "adamw", "sgd"):
+        raise ValueError(f"downstream.optimizer={s.optimizer!r}; choose adam, adamw or sgd")
+    if s.batch_size < 2:
+        raise ValueError("downstream.batch_size must be >= 2 (batch-norm layers need more than one image)")
+    if s.mix_ratio < 0 or (s.mix_n is not None and s.mix_n < 0) or (s.synthetic_n is not None and s.synthetic_n < 1):
+        raise ValueError("downstream: mix_ratio / mix_n must be >= 0 and synthetic_n >= 1")
+    for name in s.train_on or []:
+        if name not in TRAIN_ON:
+            raise ValueError(f"downstream.train_on: {name!r} is not one of {TRAIN_ON}")
+    if isinstance(s, SegmentationSettings) and s.dice_aggregation not in ("samplewise", "global"):
+        raise ValueError(f"downstream.dice_aggregation={s.dice_aggregation!r}; choose samplewise or global")

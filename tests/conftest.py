@@ -1,0 +1,43 @@
+"""Shared fixtures: compose the real Hydra config with tiny overrides (CPU, 32 px, a few steps)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from benchmark.config import register_configs
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = str(REPO / "conf")
+SHARED = REPO.parent / "shared"
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+# A run small enough for a unit test: embedded data at 32 px, 4 steps, tiny evaluation.
+SMOKE = ["train=smoke", "data.image_size=32", "device=cpu", "metrics=smoke", "downstream=smoke", "gan.g_filters=16",
+         "gan.d_filters=16"]
+
+
+def compose_config(overrides: list[str], config_name: str = "config"):
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+@pytest.fixture
+def smoke_cfg(tmp_path):
+    def make(*overrides: str, results: Path | None = None):
+        return compose_config([*SMOKE, f"paths.results_dir={results or tmp_path / 'results'}", *overrides])
+    return make
+
+
+@pytest.fixture
+def shared_data():
+    path = SHARED / "data"
+    if not path.is_dir():
+        pytest.skip(f"real datasets not available: {path} is absent (only in the project's build environment)")
+    return path

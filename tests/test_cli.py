@@ -1,0 +1,63 @@
+"""The console entry point: help texts, a 2 x 2 multirun producing four records and one leaderboard."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from benchmark.store import load_records
+from tests.conftest import REPO, SMOKE
+
+
+def _cli(*args, timeout=600):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "benchmark", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def test_help_texts():
+    top = _cli("--help")
+    assert top.returncode == 0 and "train" in top.stdout and "leaderboard" in top.stdout and "evaluate" in top.stdout
+    train = _cli("train", "--help")
+    assert train.returncode == 0, train.stderr
+    for group in ("dataset", "gan", "train", "metrics", "downstream", "experiment", "hydra/launcher"):
+        assert group in train.stdout
+    assert "dcgan" in train.stdout and "isic_mini" in train.stdout
+    assert "run_dir" in _cli("evaluate", "--help").stdout
+    assert "group_by" in _cli("leaderboard", "--help").stdout
+    bad = _cli("nonsense")
+    assert bad.returncode == 2 and "unknown command" in bad.stderr
+
+
+def test_multirun_four_records_and_a_leaderboard(tmp_path):
+    results = tmp_path / "results"
+    run = _cli("train", "--multirun", *SMOKE, "gan=dcgan", "data.train_size=16,24", "seed=1,2",
+               f"paths.results_dir={results}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = load_records(results / "store")
+    assert len(records) == 4
+    assert {(r["train_size"], r["seed"]) for r in records} == {(16, 1), (16, 2), (24, 1), (24, 2)}
+    assert all(r["status"] == "completed" for r in records)
+    metric = next(m["metric"] for m in records[0]["metrics"] if m["metric"].startswith("fd_"))
+    board = _cli("leaderboard", f"metric={metric}", "group_by=[gan.name,data.train_size]",
+                 f"paths.results_dir={results}")
+    assert board.returncode == 0, board.stderr
+    assert f"Leaderboard: `{metric}`" in board.stdout and " ± " in board.stdout
+    md = results / "leaderboards" / f"{metric}.md"
+    csv = md.with_suffix(".csv")
+    assert md.is_file() and csv.is_file()
+    lines = csv.read_text().splitlines()
+    assert len(lines) == 3  # header + one row per train size, seeds averaged
+    assert all(",2," in line for line in lines[1:])  # n_seeds = 2
+
+
+def test_evaluate_command_rebuilds_from_run_dir(tmp_path):
+    results = tmp_path / "results"
+    assert _cli("train", *SMOKE, "data.train_size=16", "evaluate=false", f"paths.results_dir={results}").returncode == 0
+    assert load_records(results / "store")[0]["metrics"] == []
+    (run_dir,) = (results / "runs").iterdir()
+    ev = _cli("evaluate", f"run_dir={run_dir}", "device=cpu", f"paths.results_dir={results}")
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    records = load_records(results / "store")
+    assert len(records) == 2 and records[1]["evaluated_from"].endswith("step_0000004.pt")
+    assert records[1]["metrics"]
