@@ -2,8 +2,9 @@
 
 Why not ``scipy.linalg.sqrtm(S1 @ S2)`` as pytorch-fid / clean-fid do: it is slow (Schur form of a non-symmetric
 matrix), can return spurious imaginary parts, and its ``disp`` argument is being removed. We use
-``Tr((S1 S2)^½) = Tr((√S1 S2 √S1)^½)``: two symmetric ``eigh`` in float64, exact (up to rounding) for singular
-covariances too, because √S1 S2 √S1 is symmetric positive semi-definite. When the sample counts are much smaller
+``Tr((S1 S2)^½) = Tr((Lᵀ S2 L)^½)`` with S1 = L Lᵀ (Cholesky) when S1 is full rank, else
+``Tr((√S1 S2 √S1)^½)`` with √S1 from a symmetric ``eigh``: float64, exact (up to rounding) for singular
+covariances too, because both matrices are symmetric positive semi-definite and similar to S1 S2. When the sample counts are much smaller
 than the dimension the trace is computed from the centred data instead: the non-zero eigenvalues of S1 S2 are the
 squared singular values of Xc1 Xc2ᵀ / √((n1-1)(n2-1)), an n1×n2 problem.
 """
@@ -42,7 +43,11 @@ def trace_sqrt_product(cov1: np.ndarray, cov2: np.ndarray) -> float:
     """Tr((cov1 cov2)^½) for symmetric PSD matrices via two eigh calls (float64)."""
     c1 = torch.as_tensor(cov1, dtype=torch.float64)
     c2 = torch.as_tensor(cov2, dtype=torch.float64)
-    s1 = _sqrt_psd((c1 + c1.T) / 2)
+    chol, info = torch.linalg.cholesky_ex((c1 + c1.T) / 2)
+    if int(info) == 0:  # full rank: Lᵀ S2 L is similar to S1 S2 and needs no eigenvectors (fastest route)
+        m = chol.T @ c2 @ chol
+        return float(_clip_noise(torch.linalg.eigvalsh((m + m.T) / 2)).sqrt().sum())
+    s1 = _sqrt_psd((c1 + c1.T) / 2)  # singular: √S1 from its eigendecomposition
     m = s1 @ c2 @ s1
     w = torch.linalg.eigvalsh((m + m.T) / 2)
     return float(_clip_noise(w).sqrt().sum())

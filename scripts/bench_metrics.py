@@ -1,0 +1,151 @@
+"""Benchmark the metrics suite against the peer libraries on the same features, one subprocess per measurement
+(so peak memory is per task), and write results/benchmarks/metrics.md + .json.
+
+    python scripts/bench_metrics.py            # N=10,000, d=2048 (heavy: run once, the machine is shared)
+    python scripts/bench_metrics.py --quick    # N=1,000, d=256: checks the plumbing in seconds
+
+Features: rng = np.random.default_rng(0); real ~ N(0, 1), fake ~ N(0.05, 1) (the reference recipe), float32.
+Peak memory is the process's peak RSS (resource.getrusage) minus its RSS after loading the features.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TASKS = {  # name: (metric, implementation)
+    "fd_ours": ("FD", "medsynbench (Cholesky + eigvalsh, torch float64)"),
+    "fd_scipy_sqrtm": ("FD", "pytorch-fid calculate_frechet_distance (scipy sqrtm)"),
+    "fd_torch_fidelity": ("FD", "torch-fidelity fid_statistics_to_metric (eigvals)"),
+    "kid_ours": ("KID 100x1000", "medsynbench (float64)"),
+    "kid_torch_fidelity": ("KID 100x1000", "torch-fidelity kid_features_to_metric"),
+    "prdc_ours": ("PR/DC k=3", "medsynbench (chunked torch, float64)"),
+    "prdc_pkg": ("PR/DC k=3", "prdc.compute_prdc"),
+}
+
+
+def _features(n, d):
+    rng = np.random.default_rng(0)
+    real = rng.standard_normal((n, d)).astype(np.float32)
+    fake = (0.05 + rng.standard_normal((n, d))).astype(np.float32)
+    return real, fake
+
+
+def _rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def run_task(task, n, d):
+    import torch
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    real, fake = _features(n, d)
+    from metrics.frechet import frechet_distance_from_stats, gaussian_stats
+    stats = None
+    if task.startswith("fd"):
+        stats = (*gaussian_stats(real), *gaussian_stats(fake))
+    # imports and LAPACK/BLAS first-call initialisation are not part of any timing
+    torch.linalg.eigvalsh(torch.eye(4, dtype=torch.float64))
+    np.linalg.eigvalsh(np.eye(4))
+    peer = {"fd_scipy_sqrtm": "pytorch_fid.fid_score", "fd_torch_fidelity": "torch_fidelity.metric_fid",
+            "kid_torch_fidelity": "torch_fidelity.metric_kid", "prdc_pkg": "prdc", "kid_ours": "metrics.kid",
+            "prdc_ours": "metrics.prdc"}.get(task)
+    if peer:
+        __import__(peer)
+    base = _rss_mb()
+    t0 = time.perf_counter()
+    if task == "fd_ours":
+        value = frechet_distance_from_stats(*stats)
+    elif task == "fd_scipy_sqrtm":
+        import warnings
+        from pytorch_fid.fid_score import calculate_frechet_distance
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            value = float(calculate_frechet_distance(*stats))
+    elif task == "fd_torch_fidelity":
+        from torch_fidelity.metric_fid import fid_statistics_to_metric
+        value = fid_statistics_to_metric({"mu": stats[0], "sigma": stats[1]}, {"mu": stats[2], "sigma": stats[3]},
+                                         False)["frechet_inception_distance"]
+    elif task == "kid_ours":
+        from metrics.kid import kid_subset_values
+        value = float(kid_subset_values(real, fake, 100, min(1000, n), seed=0)[0].mean())
+    elif task == "kid_torch_fidelity":
+        from torch_fidelity.metric_kid import kid_features_to_metric
+        value = kid_features_to_metric(torch.from_numpy(real), torch.from_numpy(fake), kid_subsets=100,
+                                       kid_subset_size=min(1000, n), rng_seed=0, verbose=False, kid_degree=3,
+                                       kid_gamma=None, kid_coef0=1)["kernel_inception_distance_mean"]
+    elif task == "prdc_ours":
+        from metrics.prdc import prdc
+        value = prdc(real, fake, k=3)
+    elif task == "prdc_pkg":
+        import contextlib
+        import io
+        from prdc import compute_prdc
+        with contextlib.redirect_stdout(io.StringIO()):
+            value = {k: float(v) for k, v in compute_prdc(real, fake, nearest_k=3).items()}
+    else:
+        raise SystemExit(f"unknown task {task}")
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"task": task, "seconds": seconds, "value": value, "peak_extra_mb": _rss_mb() - base,
+                      "peak_rss_mb": _rss_mb()}))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="N=1000, d=256 instead of N=10,000, d=2048")
+    ap.add_argument("--task", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int)
+    ap.add_argument("--d", type=int)
+    ap.add_argument("--only", help="comma-separated task names to re-run (rows merged into the existing .json)")
+    ap.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "metrics"))
+    args = ap.parse_args()
+    n = args.n or (1000 if args.quick else 10000)
+    d = args.d or (256 if args.quick else 2048)
+    if args.task:
+        return run_task(args.task, n, d)
+    out = Path(args.out)
+    rows = []
+    only = set(args.only.split(",")) if args.only else None
+    if only and out.with_suffix(".json").is_file():
+        rows = [r for r in json.loads(out.with_suffix(".json").read_text())["rows"] if r["task"] not in only]
+    for task, (metric, impl) in TASKS.items():
+        if only and task not in only:
+            continue
+        proc = subprocess.run([sys.executable, __file__, "--task", task, "--n", str(n), "--d", str(d)],
+                              capture_output=True, text=True, cwd=REPO)
+        if proc.returncode != 0:
+            rows.append({"task": task, "metric": metric, "implementation": impl, "error": proc.stderr[-500:]})
+            print(f"{task}: FAILED\n{proc.stderr[-500:]}")
+            continue
+        row = json.loads(proc.stdout.strip().splitlines()[-1])
+        rows.append({**row, "metric": metric, "implementation": impl})
+        print(f"{task}: {row['seconds']:.2f} s, +{row['peak_extra_mb']:.0f} MB, value {row['value']}")
+    rows.sort(key=lambda r: list(TASKS).index(r["task"]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"n": n, "d": d, "threads": int(os.environ.get("BENCH_THREADS", "2")), "quick": args.quick,
+            "features": "default_rng(0): real N(0,1), fake N(0.05,1), float32"}
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    lines = [f"# Metrics benchmark (N={n} per set, d={d}, {meta['threads']} threads)", "",
+             "Same features for every implementation; one subprocess per row. FD rows start from the covariances.",
+             "Peak memory = peak RSS above the RSS after loading the features.", "",
+             "| metric | implementation | time (s) | peak extra memory (MB) | value |", "|---|---|---|---|---|"]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['metric']} | {r['implementation']} | failed | | {r['error'][-80:]!r} |")
+        else:
+            v = r["value"]
+            vs = ", ".join(f"{k[0].upper()}={x:.4f}" for k, x in v.items()) if isinstance(v, dict) else f"{v:.9g}"
+            lines.append(f"| {r['metric']} | {r['implementation']} | {r['seconds']:.2f} | {r['peak_extra_mb']:.0f} | {vs} |")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
