@@ -51,6 +51,16 @@ def evaluate_app(cfg: DictConfig) -> None:
           f"{len(record['downstream'])} downstream records")
 
 
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate_folder")
+def evaluate_folder_app(cfg: DictConfig) -> None:
+    """Score a folder of images against a dataset config and append a record."""
+    from benchmark.evaluate_folder import evaluate_folder
+
+    record = evaluate_folder(cfg)
+    summary = {m["metric"]: round(m["value"], 5) for m in record["metrics"]}
+    print(f"[medsynbench] {record['run_id']}: {json.dumps(summary)}")
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="leaderboard")
 def leaderboard_app(cfg: DictConfig) -> None:
     """Print and write a leaderboard (Markdown + CSV) of one metric from the results store."""
@@ -65,6 +75,7 @@ def leaderboard_app(cfg: DictConfig) -> None:
 COMMANDS = {
     "train": (train_app, "train one run (or a --multirun sweep), then evaluate and record it"),
     "evaluate": (evaluate_app, "evaluate an existing run directory: run_dir=<path>"),
+    "evaluate-folder": (evaluate_folder_app, "score a folder of images against a dataset: folder=<dir> dataset=<name>"),
     "leaderboard": (leaderboard_app, "leaderboard of one metric from the results store: metric=<name>"),
     "report": (leaderboard_app, "alias of leaderboard"),
 }

@@ -70,6 +70,20 @@ class EvaluateConfig:
 
 
 @dataclass
+class EvaluateFolderConfig:
+    folder: str = MISSING
+    name: Optional[str] = None
+    limit: Optional[int] = None
+    dataset: DatasetConfig = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    metrics: Any = field(default_factory=dict)
+    downstream: Any = field(default_factory=dict)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    seed: int = 0
+    device: str = "auto"
+
+
+@dataclass
 class LeaderboardConfig:
     metric: str = MISSING
     group_by: list[str] = field(default_factory=lambda: ["gan.name", "dataset.name", "data.train_size"])
@@ -83,4 +97,5 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="run_schema", node=RunConfig)
     cs.store(name="evaluate_schema", node=EvaluateConfig)
+    cs.store(name="evaluate_folder_schema", node=EvaluateFolderConfig)
     cs.store(name="leaderboard_schema", node=LeaderboardConfig)

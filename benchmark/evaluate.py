@@ -37,18 +37,27 @@ def full_train_split(cfg, bundle: DatasetBundle) -> ImageSet:
 
 
 def evaluate_gan(cfg, gan, bundle: DatasetBundle, device: torch.device, run_dir: Path) -> dict:
-    from downstream import run_downstream
-    from metrics import compute_feature_metrics, compute_image_metrics, get_extractor, FeatureCache
-
-    mcfg = OmegaConf.to_container(cfg.metrics, resolve=True)
-    timings: dict[str, float] = {}
+    """Sample ``n_samples`` image(-mask) pairs from the EMA generator, then :func:`evaluate_synthetic`."""
     n = cfg.n_samples or len(bundle.test)
-
     t0 = time.perf_counter()
     gan.eval()
-    synthetic = sample_imageset(gan, n, seed=cfg.seed + 1_000_003, bundle=bundle, batch_size=mcfg.get("batch_size", 64))
-    timings["sample_s"] = time.perf_counter() - t0
+    synthetic = sample_imageset(gan, n, seed=cfg.seed + 1_000_003, bundle=bundle,
+                                batch_size=cfg.metrics.get("batch_size", 64))
+    sample_s = time.perf_counter() - t0
+    result = evaluate_synthetic(cfg, synthetic, bundle, device)
+    result["timings"]["sample_s"] = sample_s
+    return result
 
+
+def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: torch.device) -> dict:
+    """All requested metrics from one feature pass per extractor (real features cached), then the downstream task."""
+    from downstream import run_downstream
+    from metrics import FeatureCache, compute_feature_metrics, compute_image_metrics, get_extractor
+
+    mcfg = OmegaConf.to_container(cfg.metrics, resolve=True)
+    batch_size = mcfg.get("batch_size", 64)
+    progress = bool(cfg.get("train", {}).get("progress", True))
+    timings: dict[str, float] = {}
     metric_records: list[dict] = []
     cache = FeatureCache(Path(cfg.paths.cache_dir) / "features")
     for ext_cfg in mcfg.get("extractors", []):
@@ -59,21 +68,18 @@ def evaluate_gan(cfg, gan, bundle: DatasetBundle, device: torch.device, run_dir:
                                   cache_dir=str(Path(cfg.paths.cache_dir) / "extractors"), device=str(device),
                                   seed=mcfg.get("seed", 0), **ext_cfg)
         desc = extractor.describe()
-        key = {"dataset": bundle.meta.get("dataset", bundle.name), "split": "test",
-               "ids": bundle.meta.get("test_ids_sha256"), "preprocessing": bundle.meta.get("preprocessing"),
-               "extractor": desc}
+        key = {"dataset": bundle.name, "split": "test", "ids": bundle.meta.get("test_ids_sha256"),
+               "preprocessing": bundle.meta.get("preprocessing"), "extractor": desc}
         real_feats = cache.get_or_compute(
-            key, lambda: extractor.features(bundle.test.images, batch_size=mcfg.get("batch_size", 64), device=str(device),
-                                            progress=cfg.train.progress))
+            key, lambda: extractor.features(bundle.test.images, batch_size=batch_size, device=str(device),
+                                            progress=progress))
         timings[f"features_real_{name}_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        fake_feats = extractor.features(synthetic.images, batch_size=mcfg.get("batch_size", 64), device=str(device),
-                                        progress=cfg.train.progress)
+        fake_feats = extractor.features(synthetic.images, batch_size=batch_size, device=str(device), progress=progress)
         timings[f"features_fake_{name}_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         metric_records += compute_feature_metrics(real_feats, fake_feats, names=list(mcfg.get("feature_metrics", [])),
-                                                  extractor=desc, seed=mcfg.get("seed", 0),
-                                                  **mcfg.get("options", {}))
+                                                  extractor=desc, seed=mcfg.get("seed", 0), **mcfg.get("options", {}))
         timings[f"metrics_{name}_s"] = time.perf_counter() - t0
     if mcfg.get("image_metrics"):
         t0 = time.perf_counter()
@@ -92,4 +98,5 @@ def evaluate_gan(cfg, gan, bundle: DatasetBundle, device: torch.device, run_dir:
     for rec in downstream_records:
         if not rec.get("skipped"):
             log.info("downstream %s@%s = %.4f", rec["metric"], rec.get("train_on"), rec["value"])
-    return {"metrics": metric_records, "downstream": downstream_records, "timings": timings, "n_samples": n}
+    return {"metrics": metric_records, "downstream": downstream_records, "timings": timings,
+            "n_samples": len(synthetic)}

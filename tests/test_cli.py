@@ -61,3 +61,29 @@ def test_evaluate_command_rebuilds_from_run_dir(tmp_path):
     records = load_records(results / "store")
     assert len(records) == 2 and records[1]["evaluated_from"].endswith("step_0000004.pt")
     assert records[1]["metrics"]
+
+
+def test_evaluate_folder_scores_real_copies_better_than_noise(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from benchmark.evaluate_folder import evaluate_folder
+    from tests.conftest import compose_config
+
+    test_ids = (REPO / "data" / "isic2018_mini" / "split_test.txt").read_text().split()[:40]
+    real_dir, noise_dir = tmp_path / "real_copies", tmp_path / "noise"
+    real_dir.mkdir(), noise_dir.mkdir()
+    rng = np.random.default_rng(0)
+    for i, image_id in enumerate(test_ids):
+        src = next((REPO / "data" / "isic2018_mini" / "images").glob(f"{image_id}.*"))
+        Image.open(src).save(real_dir / f"{i:03d}.png")
+        Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(noise_dir / f"{i:03d}.png")
+    fds = {}
+    for folder in (real_dir, noise_dir):
+        cfg = compose_config([f"folder={folder}", "metrics=smoke", "device=cpu", "data.image_size=32",
+                              f"paths.results_dir={tmp_path / 'results'}"], config_name="evaluate_folder")
+        record = evaluate_folder(cfg)
+        assert record["gan"] == f"folder:{folder.name}" and record["n_synthetic"] == 40
+        fds[folder.name] = next(m["value"] for m in record["metrics"] if m["metric"].startswith("fd_"))
+    assert fds["real_copies"] < fds["noise"]
+    assert len(load_records(tmp_path / "results" / "store")) == 2
