@@ -31,12 +31,12 @@ def test_help_texts():
 
 def test_multirun_four_records_and_a_leaderboard(tmp_path):
     results = tmp_path / "results"
-    run = _cli("train", "--multirun", *SMOKE, "gan=dcgan", "data.train_size=16,24", "seed=1,2",
+    run = _cli("train", "--multirun", *SMOKE, "gan=dcgan", "data.train_size=50,100", "seed=1,2",
                f"paths.results_dir={results}")
     assert run.returncode == 0, run.stderr[-3000:]
     records = load_records(results / "store")
     assert len(records) == 4
-    assert {(r["train_size"], r["seed"]) for r in records} == {(16, 1), (16, 2), (24, 1), (24, 2)}
+    assert {(r["train_size"], r["seed"]) for r in records} == {(50, 1), (50, 2), (100, 1), (100, 2)}
     assert all(r["status"] == "completed" for r in records)
     metric = next(m["metric"] for m in records[0]["metrics"] if m["metric"].startswith("fd_"))
     board = _cli("leaderboard", f"metric={metric}", "group_by=[gan.name,data.train_size]",
