@@ -121,3 +121,14 @@ def test_failed_run_is_recorded_then_raised(smoke_cfg):
     (stored,) = load_records(cfg.paths.store_dir)
     assert stored["status"] == "failed" and "100000" in stored["error"]
     assert execute_run(cfg, raise_on_failure=False)["status"] == "failed"
+
+
+def test_fd_over_checkpoints_has_one_finite_row_per_snapshot(smoke_cfg):
+    import math
+
+    from benchmark.curves import fd_over_checkpoints
+
+    record = execute_run(smoke_cfg("data.train_size=16", "evaluate=false"))
+    rows = fd_over_checkpoints(record["run_dir"], n_samples=24, device="cpu")
+    assert [r["step"] for r in rows] == [2, 4]
+    assert all(math.isfinite(r["fd"]) and r["fd"] > 0 and r["extractor"] == "random_cnn" for r in rows)
