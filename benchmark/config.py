@@ -57,6 +57,8 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"              # auto (CUDA > MPS > CPU) | cpu | cuda | cuda:1 ...
     precision: str = "32"             # 32 | bf16-mixed | 16-mixed
+    num_threads: Optional[int] = None # CPU threads for torch (null = torch's default). Set 1 when running several
+                                      # jobs per machine (hydra/launcher=joblib): oversubscribed threads crawl
     evaluate: bool = True             # after training: sample, metrics, downstream, store record
     n_samples: Optional[int] = None   # synthetic images for evaluation; null = as many as the real test split
 

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 # Keys that do not change what a run computes: excluded from the run id, so that e.g. turning the progress bar
 # off or moving the results folder still resumes the same run.
-_VOLATILE = ("paths", "train.progress", "train.log_every", "train.stop_after", "device", "evaluate")
+_VOLATILE = ("paths", "train.progress", "train.log_every", "train.stop_after", "device", "evaluate", "num_threads")
 
 
 def run_id(cfg: DictConfig) -> str:
@@ -59,6 +59,10 @@ def execute_run(cfg: DictConfig, raise_on_failure: bool = True) -> dict:
         "timings": {}, "metrics": [], "downstream": [],
     }
     t_start = time.perf_counter()
+    if cfg.get("num_threads"):
+        import torch
+
+        torch.set_num_threads(cfg.num_threads)
     try:
         device = resolve_device(cfg.device)
         record["device"] = str(device)
