@@ -33,7 +33,11 @@ def leaderboard(records: list[dict], metric: str, group_by: list[str], include_f
     out = grouped["value"].agg(mean="mean", std=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else float("nan"),
                                n_seeds="count").reset_index()
     for col in provenance:
-        out[col] = grouped[col].agg(lambda v: ", ".join(sorted({str(x) for x in v.dropna()}))).values
+        joined = grouped[col].agg(lambda v: ", ".join(sorted({str(x) for x in v.dropna()}))).values
+        if any(joined):  # a column that says nothing for this metric is left out
+            out[col] = joined
+    for col in columns:  # a missing group value means "not set": for data.train_size, the whole split
+        out[col] = out[col].astype(object).where(out[col].notna(), "all" if col.endswith("train_size") else "-")
     out = out.sort_values("mean", ascending=not higher).reset_index(drop=True)
     out.insert(0, "rank", np.arange(1, len(out) + 1))
     out.columns = [c.removeprefix("cfg.") for c in out.columns]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from metrics.frechet import frechet_distance
-from metrics.kid import kid_subset_values
+from metrics.kid import draw_subsets, mmd2_subsets
 from metrics.prdc import _cached
 
 SUPPORTED = ("fd", "kid", "precision", "recall", "density", "coverage")
@@ -29,16 +29,28 @@ def confidence_interval(name: str, real: np.ndarray, fake: np.ndarray, params: d
         per = _cached(real, fake, params["k"], params["chunk"], params.get("_prdc_cache"))[name]
         idx = rng.integers(0, len(per), size=(n_boot, len(per)))
         return (*_percentiles(per[idx].mean(1), ci), "percentile, per-sample indicators, fixed k-NN manifolds")
+    if name == "kid":
+        return (*_percentiles(_kid_replicates(real, fake, params, n_boot, seed, kid_subsets, rng), ci),
+                f"percentile, both sets resampled with replacement, {kid_subsets} subsets per replicate")
     values = []
     for b in range(n_boot):
         r = real[rng.integers(0, len(real), len(real))]
         f = fake[rng.integers(0, len(fake), len(fake))]
-        if name == "fd":
-            values.append(frechet_distance(r, f))
-        else:
-            v, _ = kid_subset_values(r, f, kid_subsets, params["kid_subset_size"], seed + 1 + b)
-            values.append(v.mean())
-    method = "percentile, both sets resampled with replacement"
-    if name == "kid":
-        method += f", {kid_subsets} subsets per replicate"
-    return (*_percentiles(values, ci), method)
+        values.append(frechet_distance(r, f))
+    return (*_percentiles(values, ci), "percentile, both sets resampled with replacement")
+
+
+def _kid_replicates(real, fake, params, n_boot, seed, kid_subsets, rng) -> np.ndarray:
+    """Mean KID of each bootstrap replicate. A replicate's subsets are multisets of the original rows (resample
+    indices composed with subset indices), so all n_boot × kid_subsets subsets go through one
+    :func:`mmd2_subsets` call, which forms the kernel matrix of the original rows at most once."""
+    real_idx, fake_idx = [], []
+    m = min(params["kid_subset_size"], len(real), len(fake))
+    for b in range(n_boot):
+        r = rng.integers(0, len(real), len(real))
+        f = rng.integers(0, len(fake), len(fake))
+        ri, fi = draw_subsets(len(r), len(f), kid_subsets, m, seed + 1 + b)
+        real_idx += [r[i] for i in ri]
+        fake_idx += [f[i] for i in fi]
+    values, _ = mmd2_subsets(real, fake, real_idx, fake_idx, params.get("kid_precision", "mixed"))
+    return values.reshape(n_boot, kid_subsets).mean(1)

@@ -52,7 +52,8 @@ def _clean(d: dict) -> dict:
 def compute_feature_metrics(real_feats, fake_feats, names=("fd", "kid", "precision", "recall", "density", "coverage"),
                             extractor: dict | None = None, seed: int = 0, k: int = 3, kid_subsets: int = 100,
                             kid_subset_size: int = 1000, bootstrap: int = 0, ci: float = 0.95,
-                            bootstrap_kid_subsets: int = 10, chunk: int = 1024, **options) -> list[dict]:
+                            bootstrap_kid_subsets: int = 10, chunk: int = 1024, kid_precision: str = "mixed",
+                            **options) -> list[dict]:
     """All requested feature metrics from one pair of feature arrays.
 
     ``names`` may use ``prdc`` as shorthand for precision, recall, density and coverage. ``bootstrap`` > 0 adds a
@@ -66,13 +67,13 @@ def compute_feature_metrics(real_feats, fake_feats, names=("fd", "kid", "precisi
         raise ValueError("features contain NaN or inf; check the extractor and the images")
     if options:
         raise TypeError(f"unknown metric options {sorted(options)}; valid: k, kid_subsets, kid_subset_size, "
-                        f"bootstrap, ci, bootstrap_kid_subsets, chunk")
+                        f"bootstrap, ci, bootstrap_kid_subsets, chunk, kid_precision")
     extractor = dict(extractor or {"name": "features", "weights": "unknown"})
     expanded: list[str] = []
     for n in names:
         expanded += ["precision", "recall", "density", "coverage"] if n == "prdc" else [n]
     params = {"k": k, "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size, "seed": seed, "chunk": chunk,
-              "_prdc_cache": {}}
+              "kid_precision": kid_precision, "_prdc_cache": {}}
     records = []
     for name in expanded:
         spec = get_metric(name)

@@ -134,9 +134,14 @@ def test_kid_matches_torch_fidelity_with_same_seed():
     ref = metric_kid.kid_features_to_metric(torch.from_numpy(real).double(), torch.from_numpy(fake).double(),
                                             kid_subsets=7, kid_subset_size=100, rng_seed=5, verbose=False,
                                             kid_degree=3, kid_gamma=None, kid_coef0=1)
-    values, _ = kid_subset_values(real, fake, num_subsets=7, subset_size=100, seed=5)
-    assert values.mean() == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-9)
-    assert values.std() == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-6)
+    for route in ("full", "subsets"):  # float64 end to end: same numbers as torch-fidelity on float64 features
+        values, _ = kid_subset_values(real, fake, num_subsets=7, subset_size=100, seed=5, precision="float64",
+                                      route=route)
+        assert values.mean() == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-9), route
+        assert values.std() == pytest.approx(ref["kernel_inception_distance_std"], rel=1e-6), route
+    # the default mixed precision (float32 products, float64 sums) stays far inside the float32 tolerance (1e-4)
+    mixed, _ = kid_subset_values(real, fake, num_subsets=7, subset_size=100, seed=5)
+    assert mixed.mean() == pytest.approx(ref["kernel_inception_distance_mean"], rel=1e-6)
 
 
 def test_prdc_matches_prdc_package():
