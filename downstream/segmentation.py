@@ -33,11 +33,15 @@ def build_model(s: SegmentationSettings, in_channels: int, num_classes: int) -> 
     model = smp.create_model(encoder_weights=None, in_channels=3, **kwargs)
     state = load_state_dict_file(path)
     state = {k.removeprefix("encoder."): v for k, v in state.items() if not k.startswith(("decoder.", "segmentation_head."))}
-    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
-    unexpected = [k for k in unexpected if not k.startswith("fc.")]  # classifier heads of full ImageNet checkpoints
-    if missing or unexpected:
-        raise WeightsUnavailableError(
-            f"weights file {path} does not fit encoder {s.encoder!r}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}  # ImageNet heads
+    expected = model.encoder.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        raise WeightsUnavailableError(f"weights file {path} does not fit encoder {s.encoder!r}: missing {missing[:5]}, "
+                                      f"unexpected {unexpected[:5]}, wrong shape {wrong[:5]}")
+    model.encoder.load_state_dict(state)
     if in_channels != 3:
         model.encoder.set_in_channels(in_channels, pretrained=True)
     return model, f"{path} sha256:{sha256_file(path)}"

@@ -3,6 +3,12 @@
 
     python scripts/bench_metrics.py            # N=10,000, d=2048 (heavy: run once, the machine is shared)
     python scripts/bench_metrics.py --quick    # N=1,000, d=256: checks the plumbing in seconds
+    python scripts/bench_metrics.py --only eval_overhead   # just the evaluation-overhead section
+
+Evaluation overhead ("the full evaluation of one run from cached real features costs no more than 1.2x the
+synthetic feature extraction alone"): the `inception_fid` architecture with RANDOM-INIT weights made here (saved
+to a local file; timings only, its numbers are not FID) on --eval-n synthetic --eval-size px grayscale images,
+real features from the FeatureCache, metric list and options from conf/metrics/default.yaml.
 
 Features: rng = np.random.default_rng(0); real ~ N(0, 1), fake ~ N(0.05, 1) (the reference recipe), float32.
 Peak memory is the process's peak RSS (resource.getrusage) minus its RSS after loading the features.
@@ -25,7 +31,8 @@ TASKS = {  # name: (metric, implementation)
     "fd_ours": ("FD", "medsynbench (Cholesky + eigvalsh, torch float64)"),
     "fd_scipy_sqrtm": ("FD", "pytorch-fid calculate_frechet_distance (scipy sqrtm)"),
     "fd_torch_fidelity": ("FD", "torch-fidelity fid_statistics_to_metric (eigvals)"),
-    "kid_ours": ("KID 100x1000", "medsynbench (float64)"),
+    "kid_ours": ("KID 100x1000", "medsynbench (float32 products, float64 sums; auto route)"),
+    "kid_ours_float64": ("KID 100x1000", "medsynbench (float64 throughout; auto route)"),
     "kid_torch_fidelity": ("KID 100x1000", "torch-fidelity kid_features_to_metric"),
     "prdc_ours": ("PR/DC k=3", "medsynbench (chunked torch, float64)"),
     "prdc_pkg": ("PR/DC k=3", "prdc.compute_prdc"),
@@ -56,6 +63,7 @@ def run_task(task, n, d):
     np.linalg.eigvalsh(np.eye(4))
     peer = {"fd_scipy_sqrtm": "pytorch_fid.fid_score", "fd_torch_fidelity": "torch_fidelity.metric_fid",
             "kid_torch_fidelity": "torch_fidelity.metric_kid", "prdc_pkg": "prdc", "kid_ours": "metrics.kid",
+            "kid_ours_float64": "metrics.kid",
             "prdc_ours": "metrics.prdc"}.get(task)
     if peer:
         __import__(peer)
@@ -76,6 +84,9 @@ def run_task(task, n, d):
     elif task == "kid_ours":
         from metrics.kid import kid_subset_values
         value = float(kid_subset_values(real, fake, 100, min(1000, n), seed=0)[0].mean())
+    elif task == "kid_ours_float64":
+        from metrics.kid import kid_subset_values
+        value = float(kid_subset_values(real, fake, 100, min(1000, n), seed=0, precision="float64")[0].mean())
     elif task == "kid_torch_fidelity":
         from torch_fidelity.metric_kid import kid_features_to_metric
         value = kid_features_to_metric(torch.from_numpy(real), torch.from_numpy(fake), kid_subsets=100,
@@ -97,6 +108,82 @@ def run_task(task, n, d):
                       "peak_rss_mb": _rss_mb()}))
 
 
+def random_inception_weights(path: Path, seed: int = 0) -> Path:
+    """Save a random-init torch-fidelity FID Inception state dict (made here, never the FID weights) to ``path``.
+
+    torch-fidelity's constructor insists on loading a weights file, so loading is skipped once to get the
+    randomly initialised network, whose state dict is then saved and loaded through the normal code path.
+    """
+    import torch
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    if path.is_file():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    placeholder = path.with_suffix(".placeholder.pth")
+    torch.save({}, placeholder)
+    torch.manual_seed(seed)
+    original = FeatureExtractorInceptionV3.load_state_dict
+    FeatureExtractorInceptionV3.load_state_dict = lambda self, sd, *a, **k: None
+    try:
+        net = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"],
+                                          feature_extractor_weights_path=str(placeholder))
+    finally:
+        FeatureExtractorInceptionV3.load_state_dict = original
+        placeholder.unlink()
+    torch.save(net.state_dict(), path)
+    return path
+
+
+def run_eval_overhead(n: int, size: int, n_real: int, weights_dir: Path) -> dict:
+    """(a) synthetic feature extraction alone; (b) = (a) + reading the cached real features +
+    compute_feature_metrics with conf/metrics/default.yaml's metric list and options. Ratio (b)/(a)."""
+    import tempfile
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from metrics import FeatureCache, compute_feature_metrics, get_extractor
+
+    torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    mcfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "metrics" / "default.yaml"), resolve=True)
+    names, options, seed = mcfg["feature_metrics"], mcfg["options"], mcfg.get("seed", 0)
+    batch_size = mcfg.get("batch_size", 64)
+    weights = random_inception_weights(weights_dir / "random_init_inception_fid_seed0.pth")
+    ext = get_extractor("inception_fid", weights_path=str(weights))
+    desc = ext.describe()
+    assert not desc["standard_fid"], "random-init weights must never be reported as FID"
+    g = torch.Generator().manual_seed(0)
+    real_images = torch.rand(n_real, 1, size, size, generator=g) * 2 - 1
+    fake_images = (torch.rand(n, 1, size, size, generator=g) * 2 - 1) * 0.9
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = FeatureCache(tmp)
+        key = {"dataset": "bench_random_images", "split": "test", "n": n_real, "size": size, "extractor": desc}
+        cache.get_or_compute(key, lambda: ext.features(real_images, batch_size=batch_size, progress=False))
+
+        def must_be_cached():
+            raise RuntimeError("real features were not cached")
+        t0 = time.perf_counter()
+        fake_feats = ext.features(fake_images, batch_size=batch_size, progress=False)
+        extract_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        real_feats = cache.get_or_compute(key, must_be_cached)
+        cache_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    records = compute_feature_metrics(real_feats, fake_feats, names=names, extractor=desc, seed=seed, **options)
+    metrics_s = time.perf_counter() - t0
+    per_metric = {}  # where the metric time goes (each metric alone, same options)
+    for name in names:
+        t0 = time.perf_counter()
+        compute_feature_metrics(real_feats, fake_feats, names=[name], extractor=desc, seed=seed, **options)
+        per_metric[name] = time.perf_counter() - t0
+    return {"task": "eval_overhead", "n_fake": n, "n_real": n_real, "image_size": size, "extractor": "inception_fid",
+            "weights": f"random-init (seed 0, made by this script: {weights.name}); timings only, not FID",
+            "metric_names": [r["metric"] for r in records], "feature_metrics": names, "options": options,
+            "extract_s": extract_s, "cache_read_s": cache_s, "metrics_s": metrics_s, "per_metric_s": per_metric,
+            "ratio": (extract_s + cache_s + metrics_s) / extract_s, "peak_rss_mb": _rss_mb()}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="N=1000, d=256 instead of N=10,000, d=2048")
@@ -105,9 +192,16 @@ def main():
     ap.add_argument("--d", type=int)
     ap.add_argument("--only", help="comma-separated task names to re-run (rows merged into the existing .json)")
     ap.add_argument("--out", default=str(REPO / "results" / "benchmarks" / "metrics"))
+    ap.add_argument("--eval-n", type=int, default=500, help="synthetic images of the evaluation-overhead run")
+    ap.add_argument("--eval-real", type=int, default=500, help="cached real images of the evaluation-overhead run")
+    ap.add_argument("--eval-size", type=int, default=64, help="image size (px) of the evaluation-overhead run")
+    ap.add_argument("--weights-dir", default=str(Path.home() / ".cache" / "medsynbench" / "bench_weights"),
+                    help="where the random-init Inception weights are saved")
     args = ap.parse_args()
     n = args.n or (1000 if args.quick else 10000)
     d = args.d or (256 if args.quick else 2048)
+    if args.task == "eval_overhead":
+        return print(json.dumps(run_eval_overhead(args.eval_n, args.eval_size, args.eval_real, Path(args.weights_dir))))
     if args.task:
         return run_task(args.task, n, d)
     out = Path(args.out)

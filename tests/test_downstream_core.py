@@ -98,7 +98,7 @@ def test_classification_records_and_train_on_subset():
 
 def test_skip_rule_without_synthetic_targets():
     seg = run_downstream(TINY_SEG, _set(6, 0), _set(6, 1, masks=False), _set(4, 2), 3, 2, "cpu", 0)
-    assert [(r["train_on"], bool(r.get("skipped"))) for r in seg] [:1] == [("real", False)]
+    assert [(r["train_on"], bool(r.get("skipped"))) for r in seg][:1] == [("real", False)]
     skipped = [r for r in seg if r.get("skipped")]
     assert {r["train_on"] for r in skipped} == {"synthetic", "real+synthetic"}
     assert all("masks" in r["reason"] and r["value"] is None for r in skipped)
