@@ -7,6 +7,7 @@ same config ends with the same weights as an uninterrupted run (on CPU; GPU kern
 """
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -58,13 +59,18 @@ def build_gan(cfg, bundle: DatasetBundle, device: torch.device):
     return gan.to(device)
 
 
+@functools.lru_cache(maxsize=4)
+def _epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+
+
 def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor:
     """Indices of the batch for ``step``: epochs of seeded permutations, a pure function of (seed, step)."""
     start = step * batch_size
     out, pos = [], start
     while len(out) < batch_size:
         epoch, offset = divmod(pos, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        perm = _epoch_permutation(n, seed, epoch)
         take = min(batch_size - len(out), n - offset)
         out.extend(perm[offset:offset + take].tolist())
         pos += take

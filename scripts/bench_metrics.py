@@ -205,10 +205,12 @@ def main():
     if args.task:
         return run_task(args.task, n, d)
     out = Path(args.out)
-    rows = []
+    rows, overhead, load = [], None, {"before": _uptime()}
     only = set(args.only.split(",")) if args.only else None
     if only and out.with_suffix(".json").is_file():
-        rows = [r for r in json.loads(out.with_suffix(".json").read_text())["rows"] if r["task"] not in only]
+        previous = json.loads(out.with_suffix(".json").read_text())
+        rows = [r for r in previous["rows"] if r["task"] not in only]
+        overhead = previous.get("eval_overhead") if "eval_overhead" not in only else None
     for task, (metric, impl) in TASKS.items():
         if only and task not in only:
             continue
@@ -221,14 +223,40 @@ def main():
         row = json.loads(proc.stdout.strip().splitlines()[-1])
         rows.append({**row, "metric": metric, "implementation": impl})
         print(f"{task}: {row['seconds']:.2f} s, +{row['peak_extra_mb']:.0f} MB, value {row['value']}")
+    if not only or "eval_overhead" in only:
+        proc = subprocess.run([sys.executable, __file__, "--task", "eval_overhead", "--eval-n", str(args.eval_n),
+                               "--eval-real", str(args.eval_real), "--eval-size", str(args.eval_size),
+                               "--weights-dir", args.weights_dir], capture_output=True, text=True, cwd=REPO)
+        if proc.returncode != 0:
+            overhead = {"error": proc.stderr[-500:]}
+            print(f"eval_overhead: FAILED\n{proc.stderr[-500:]}")
+        else:
+            overhead = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"eval_overhead: ratio {overhead['ratio']:.3f}")
+    load["after"] = _uptime()
     rows.sort(key=lambda r: list(TASKS).index(r["task"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"n": n, "d": d, "threads": int(os.environ.get("BENCH_THREADS", "2")), "quick": args.quick,
-            "features": "default_rng(0): real N(0,1), fake N(0.05,1), float32"}
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+            "features": "default_rng(0): real N(0,1), fake N(0.05,1), float32", "uptime": load}
+    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "eval_overhead": overhead}, indent=1))
+    out.with_suffix(".md").write_text(render_markdown(meta, rows, overhead))
+    print(f"wrote {out.with_suffix('.md')}")
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "uptime unavailable"
+
+
+def render_markdown(meta: dict, rows: list[dict], overhead: dict | None) -> str:
+    n, d = meta["n"], meta["d"]
     lines = [f"# Metrics benchmark (N={n} per set, d={d}, {meta['threads']} threads)", "",
              "Same features for every implementation; one subprocess per row. FD rows start from the covariances.",
-             "Peak memory = peak RSS above the RSS after loading the features.", "",
+             "Peak memory = peak RSS above the RSS after loading the features. The machine is shared (2 cores):",
+             f"load at the start `{meta['uptime'].get('before')}`, at the end `{meta['uptime'].get('after')}`; "
+             "compare rows of one run only.", "",
              "| metric | implementation | time (s) | peak extra memory (MB) | value |", "|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
@@ -237,9 +265,31 @@ def main():
             v = r["value"]
             vs = ", ".join(f"{k[0].upper()}={x:.4f}" for k, x in v.items()) if isinstance(v, dict) else f"{v:.9g}"
             lines.append(f"| {r['metric']} | {r['implementation']} | {r['seconds']:.2f} | {r['peak_extra_mb']:.0f} | {vs} |")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out.with_suffix('.md')}")
-
+    lines += ["", "KID: the kernel matrix of the original rows is formed once in row blocks (upper triangle for the",
+              "real-real and fake-fake blocks) and every subset is a count-vector quadratic form, so 100 subsets cost",
+              "one pass; float32 products, float64 sums (see metrics/kid.py)."]
+    if overhead:
+        lines += ["", "## Evaluation overhead from cached real features", ""]
+        if "error" in overhead:
+            lines.append(f"failed: {overhead['error'][-300:]!r}")
+        else:
+            o = overhead
+            total = o["extract_s"] + o["cache_read_s"] + o["metrics_s"]
+            lines += [f"`{o['extractor']}` architecture with {o['weights']}; {o['n_fake']} synthetic and "
+                      f"{o['n_real']} cached real {o['image_size']}-px grayscale images; metrics "
+                      f"{', '.join(o['feature_metrics'])} with options {json.dumps(o['options'])} "
+                      "(conf/metrics/default.yaml).", "",
+                      "| step | time (s) |", "|---|---|",
+                      f"| (a) synthetic feature extraction | {o['extract_s']:.2f} |",
+                      f"| read cached real features | {o['cache_read_s']:.3f} |",
+                      f"| compute_feature_metrics (all, with bootstrap CIs) | {o['metrics_s']:.2f} |",
+                      f"| (b) = (a) + cache + metrics | {total:.2f} |",
+                      f"| **ratio (b)/(a)** (target <= 1.2) | **{o['ratio']:.3f}** |", "",
+                      "Each metric alone (same options): " + ", ".join(
+                          f"{k} {v:.2f} s" for k, v in o["per_metric_s"].items()) + "."]
+            if o.get("note"):
+                lines += ["", o["note"]]
+    return "\n".join(lines) + "\n"
 
 if __name__ == "__main__":
     main()

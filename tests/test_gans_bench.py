@@ -25,4 +25,5 @@ def test_benchmark_writes_markdown_and_json(tmp_path):
     assert saved["ratio"] == result["ratio"] > 0
     assert len(saved["framework_rounds"]) == len(saved["plain_rounds"]) == 2
     assert saved["ratio"] == saved["framework_img_per_s"] / saved["plain_img_per_s"]
-    assert "ratio framework / plain" in (tmp_path / "tp.md").read_text()
+    assert len(saved["full_loop_rounds"]) == 2 and saved["full_loop_ratio"] > 0
+    assert "ratio framework step / plain" in (tmp_path / "tp.md").read_text()
