@@ -5,8 +5,8 @@
     records = compute_feature_metrics(real, fake, names=["fd", "kid", "prdc"], extractor=ext.describe())
 """
 from metrics.registry import get_metric, list_metrics, register_metric
-from metrics import frechet, kid, prdc  # noqa: F401  (register the feature metrics)
-from metrics import image_metrics  # noqa: F401  (register the image metrics)
+from metrics import frechet, inception_score, kid, ppl, prdc  # noqa: F401  (register the metrics)
+from metrics import frd, image_metrics  # noqa: F401  (register the image metrics)
 from metrics.cache import FeatureCache
 from metrics.compute import compute_feature_metrics, compute_image_metrics
 from metrics.extractors import get_extractor, list_extractors, register_extractor

@@ -53,7 +53,7 @@ def compute_feature_metrics(real_feats, fake_feats, names=("fd", "kid", "precisi
                             extractor: dict | None = None, seed: int = 0, k: int = 3, kid_subsets: int = 100,
                             kid_subset_size: int = 1000, bootstrap: int = 0, ci: float = 0.95,
                             bootstrap_kid_subsets: int = 10, chunk: int = 1024, kid_precision: str = "mixed",
-                            **options) -> list[dict]:
+                            is_splits: int = 10, **options) -> list[dict]:
     """All requested feature metrics from one pair of feature arrays.
 
     ``names`` may use ``prdc`` as shorthand for precision, recall, density and coverage. ``bootstrap`` > 0 adds a
@@ -67,19 +67,24 @@ def compute_feature_metrics(real_feats, fake_feats, names=("fd", "kid", "precisi
         raise ValueError("features contain NaN or inf; check the extractor and the images")
     if options:
         raise TypeError(f"unknown metric options {sorted(options)}; valid: k, kid_subsets, kid_subset_size, "
-                        f"bootstrap, ci, bootstrap_kid_subsets, chunk, kid_precision")
+                        f"bootstrap, ci, bootstrap_kid_subsets, chunk, kid_precision, is_splits")
     extractor = dict(extractor or {"name": "features", "weights": "unknown"})
     expanded: list[str] = []
     for n in names:
         expanded += ["precision", "recall", "density", "coverage"] if n == "prdc" else [n]
     params = {"k": k, "kid_subsets": kid_subsets, "kid_subset_size": kid_subset_size, "seed": seed, "chunk": chunk,
-              "kid_precision": kid_precision, "_prdc_cache": {}}
+              "kid_precision": kid_precision, "is_splits": is_splits, "_prdc_cache": {}}
     records = []
     for name in expanded:
         spec = get_metric(name)
         if spec.kind != "feature":
-            raise ValueError(f"{name!r} is an image metric; pass it to compute_image_metrics "
+            where = "compute_image_metrics" if spec.kind == "image" else "metrics.ppl.ppl_metric(gan, ...)"
+            raise ValueError(f"{name!r} is a {spec.kind} metric; use {where} "
                              f"(feature metrics: {', '.join(list_metrics('feature'))})")
+        if spec.requires == "logits" and not extractor.get("logits"):
+            raise ValueError(f"{name!r} needs class logits, but extractor {extractor.get('name')!r} gives "
+                             f"{extractor.get('layer') or 'embedding'} features; use e.g. inception_fid with "
+                             f"features: logits_unbiased")
         out = spec.fn(real, fake, **params)
         rec = {
             "metric": metric_name(name, extractor, k), "base_metric": name, "value": float(out.pop("value")),
@@ -112,7 +117,7 @@ def compute_image_metrics(real_images, fake_images, names=("delentropy", "memori
     for name in names:
         spec = get_metric(name)
         if spec.kind != "image":
-            raise ValueError(f"{name!r} is a feature metric; pass it to compute_feature_metrics "
+            raise ValueError(f"{name!r} is a {spec.kind} metric, not an image metric "
                              f"(image metrics: {', '.join(list_metrics('image'))})")
         outs = spec.fn(real, fake, train_images=train_images, seed=seed, **options)
         for out in outs if isinstance(outs, list) else [outs]:

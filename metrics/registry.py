@@ -14,22 +14,25 @@ class MetricSpec:
     name: str
     fn: Callable[..., dict]
     higher_is_better: bool
-    kind: str  # "feature" (real_feats, fake_feats) or "image" (real_images, fake_images)
+    kind: str  # "feature" (real_feats, fake_feats), "image" (real_images, fake_images) or "generator" (gan)
     doc: str
+    requires: str | None = None  # "logits": only from an extractor whose features are class logits
 
 
 _METRICS: dict[str, MetricSpec] = {}
 
 
-def register_metric(name: str, higher_is_better: bool, kind: str = "feature"):
-    """Decorator: ``@register_metric("fd", higher_is_better=False)`` on ``fn(real, fake, **params) -> dict``."""
-    if kind not in ("feature", "image"):
-        raise ValueError(f"metric kind must be 'feature' or 'image', got {kind!r}")
+def register_metric(name: str, higher_is_better: bool, kind: str = "feature", requires: str | None = None):
+    """Decorator: ``@register_metric("fd", higher_is_better=False)`` on ``fn(real, fake, **params) -> dict``
+    (generator metrics: ``fn(gan, **params) -> dict``)."""
+    if kind not in ("feature", "image", "generator"):
+        raise ValueError(f"metric kind must be 'feature', 'image' or 'generator', got {kind!r}")
 
     def wrap(fn):
         if name in _METRICS:
             raise ValueError(f"metric {name!r} is already registered (by {_METRICS[name].fn.__module__})")
-        _METRICS[name] = MetricSpec(name, fn, higher_is_better, kind, (fn.__doc__ or "").strip().split("\n")[0])
+        _METRICS[name] = MetricSpec(name, fn, higher_is_better, kind, (fn.__doc__ or "").strip().split("\n")[0],
+                                    requires)
         return fn
     return wrap
 

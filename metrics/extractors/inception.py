@@ -85,6 +85,8 @@ class InceptionFID(FeatureExtractor):
         d["preprocessing"] = {"gray_to_rgb": "repeat", "quantise": "uint8 round((x+1)*127.5)",
                               "resize": 299, "resize_filter": "bilinear, TF1-compatible (torch-fidelity)",
                               "normalise": "(x-128)/128", "layer": self.layer}
+        if self.layer.startswith("logits"):  # class logits: the Inception Score may use them
+            d.update(logits=True, layer=self.layer)
         return d
 
 
