@@ -46,7 +46,25 @@ def evaluate_gan(cfg, gan, bundle: DatasetBundle, device: torch.device, run_dir:
     sample_s = time.perf_counter() - t0
     result = evaluate_synthetic(cfg, synthetic, bundle, device)
     result["timings"]["sample_s"] = sample_s
+    result["metrics"] += generator_metrics(cfg, gan, device, result["timings"])
     return result
+
+
+def generator_metrics(cfg, gan, device: torch.device, timings: dict) -> list[dict]:
+    """Metrics of the generator itself (e.g. perceptual path length of a style-based GAN): ``metrics.generator_metrics``
+    lists them, ``metrics.generator_options`` holds their options (e.g. ``vgg_weights_path`` for LPIPS)."""
+    from metrics import get_metric
+
+    mcfg = OmegaConf.to_container(cfg.metrics, resolve=True)
+    records = []
+    for name in mcfg.get("generator_metrics", []) or []:
+        metric = get_metric(name)
+        t0 = time.perf_counter()
+        out = metric.fn(gan, device=str(device), **mcfg.get("generator_options", {}))
+        timings[f"{name}_s"] = time.perf_counter() - t0
+        records.append({**out, "metric": f"{name}_{out.get('distance', 'custom')}",
+                        "higher_is_better": metric.higher_is_better, "extractor": out.get("distance")})
+    return records
 
 
 def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: torch.device) -> dict:
@@ -63,6 +81,8 @@ def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: 
     for ext_cfg in mcfg.get("extractors", []):
         ext_cfg = dict(ext_cfg)
         name = ext_cfg.pop("name")
+        # an extractor entry may name its own metrics (e.g. Inception Score only on an extractor with logits)
+        names = ext_cfg.pop("metrics", None) or list(mcfg.get("feature_metrics", []))
         t0 = time.perf_counter()
         extractor = get_extractor(name, train_set=full_train_split(cfg, bundle),
                                   cache_dir=str(Path(cfg.paths.cache_dir) / "extractors"), device=str(device),
@@ -78,7 +98,7 @@ def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: 
         fake_feats = extractor.features(synthetic.images, batch_size=batch_size, device=str(device), progress=progress)
         timings[f"features_fake_{name}_s"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        metric_records += compute_feature_metrics(real_feats, fake_feats, names=list(mcfg.get("feature_metrics", [])),
+        metric_records += compute_feature_metrics(real_feats, fake_feats, names=names,
                                                   extractor=desc, seed=mcfg.get("seed", 0), **mcfg.get("options", {}))
         timings[f"metrics_{name}_s"] = time.perf_counter() - t0
     if mcfg.get("image_metrics"):

@@ -132,3 +132,19 @@ def test_fd_over_checkpoints_has_one_finite_row_per_snapshot(smoke_cfg):
     rows = fd_over_checkpoints(record["run_dir"], n_samples=24, device="cpu")
     assert [r["step"] for r in rows] == [2, 4]
     assert all(math.isfinite(r["fd"]) and r["fd"] > 0 and r["extractor"] == "random_cnn" for r in rows)
+
+
+def test_style_gan_run_records_perceptual_path_length(tmp_path):
+    import torchvision
+
+    state = {k: v for k, v in torchvision.models.vgg16(weights=None).state_dict().items() if k.startswith("features")}
+    vgg = tmp_path / "random_vgg16_features.pth"
+    torch.save(state, vgg)
+    overrides = [o for o in SMOKE if "filters" not in o]  # StyleGAN2 has no DCGAN filter keys
+    cfg = compose_config([*overrides, f"paths.results_dir={tmp_path / 'results'}", "gan=stylegan2",
+                          "data.train_size=16", "downstream=none", "+metrics.generator_metrics=[ppl]",
+                          f"+metrics.generator_options={{vgg_weights_path: '{vgg}', num_samples: 8, batch_size: 4}}"])
+    record = execute_run(cfg)
+    (ppl,) = [m for m in record["metrics"] if m["metric"].startswith("ppl")]
+    assert ppl["metric"] == "ppl_lpips_vgg16" and ppl["value"] > 0 and ppl["higher_is_better"] is False
+    assert ppl["weights"] == str(vgg)
