@@ -97,6 +97,15 @@ def atomic_torch_save(obj, path: Path) -> None:
         raise
 
 
+def sha256_file(path: str | Path) -> str:
+    """SHA-256 of a file (weights provenance), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def stable_hash(obj, length: int = 10) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
 

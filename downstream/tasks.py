@@ -8,7 +8,7 @@ import torch
 
 from benchmark.data.types import ImageSet
 from downstream import classification, segmentation
-from downstream.config import ClassificationSettings, SegmentationSettings, TrainSettings
+from downstream.config import SegmentationSettings, TrainSettings
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,13 @@ from pathlib import Path
 
 import torch
 
+from benchmark.utils import sha256_file  # noqa: F401  (re-exported: the task modules use it)
+
 RANDOM_INIT = "random-init"
 
 
 class WeightsUnavailableError(RuntimeError):
     """Pretrained weights were requested but cannot be obtained (offline, missing file, wrong file)."""
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def state_sha256(module: torch.nn.Module) -> str:

@@ -1,7 +1,6 @@
 """Results store and leaderboard: atomic records, concurrent writers, mean ± std over seeds, sort direction."""
 import json
 import multiprocessing as mp
-import os
 
 import numpy as np
 import pytest

@@ -6,13 +6,13 @@ so the grayscale→3-channel policy, resize size + filter and normalisation are 
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from benchmark.utils import sha256_file as file_sha256  # noqa: F401  (re-exported: extractors use it)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -57,14 +57,6 @@ class Preprocess:
 
     def describe(self) -> dict:
         return asdict(self)
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class FeatureExtractor:
