@@ -111,6 +111,31 @@ class GAN(nn.Module):
             return stack_pair(images, batch["masks"], self.num_mask_classes)
         return images
 
+    def critic_updates(self, critic, real: torch.Tensor, make_fake, optimizer: torch.optim.Optimizer,
+                       out: dict) -> None:
+        """``loss.n_critic`` discriminator updates on one real batch, shared by the models that use the swappable
+        losses: ``critic(x) -> logits`` sees the D view (DiffAugment when on) of real and of ``make_fake()`` (drawn
+        without gradients); the regulariser (gradient penalty) sees the un-augmented pairs. Writes ``loss_d``
+        (and ``gp``) into ``out``."""
+        self.discriminator.requires_grad_(True)
+        for _ in range(self.loss.n_critic):
+            with torch.no_grad():
+                fake = make_fake()
+            loss_d = self.loss.d_loss(critic(self._d_view(real)), critic(self._d_view(fake)))
+            reg = self.loss.regularizer(critic, real, fake)
+            if reg is not None:
+                out["gp"] = float(reg.detach())
+                loss_d = loss_d + reg
+            optimizer.zero_grad(set_to_none=True)
+            loss_d.backward()
+            optimizer.step()
+            self.loss.after_d_step(self.discriminator)
+        out["loss_d"] = float(loss_d.detach())
+
+    def _d_view(self, x: torch.Tensor) -> torch.Tensor:
+        """What the discriminator sees of a batch (subclasses add DiffAugment)."""
+        return x
+
     def batch_labels(self, batch: dict) -> torch.Tensor | None:
         if not self.num_classes:
             return None

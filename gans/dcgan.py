@@ -134,22 +134,8 @@ class DCGAN(GAN):
         out: dict[str, float] = {}
 
         # --- discriminator: n_critic updates on this batch ---
-        D.requires_grad_(True)
-        for _ in range(self.loss.n_critic):
-            with torch.no_grad():
-                fake = G(torch.randn(b, self.latent_dim, device=real.device), labels)
-            real_logits = D(self._d_view(real), labels)
-            fake_logits = D(self._d_view(fake), labels)
-            loss_d = self.loss.d_loss(real_logits, fake_logits)
-            reg = self.loss.regularizer(lambda x: D(x, labels), real, fake)
-            if reg is not None:
-                out["gp"] = float(reg.detach())
-                loss_d = loss_d + reg
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            self.loss.after_d_step(D)
-        out["loss_d"] = float(loss_d.detach())
+        self.critic_updates(lambda x: D(x, labels), real,
+                            lambda: G(torch.randn(b, self.latent_dim, device=real.device), labels), opt_d, out)
 
         # --- generator ---
         D.requires_grad_(False)

@@ -202,21 +202,9 @@ class SPADE(GAN):
         b = real.shape[0]
         out: dict[str, float] = {}
 
-        D.requires_grad_(True)
-        for _ in range(self.loss.n_critic):
-            with torch.no_grad():
-                fake = stack_pair(G(torch.randn(b, self.latent_dim, device=real.device), seg), masks,
-                                  self.num_mask_classes)
-            loss_d = self.loss.d_loss(_logits(D(self._d_view(real))), _logits(D(self._d_view(fake))))
-            reg = self.loss.regularizer(lambda x: _logits(D(x)), real, fake)
-            if reg is not None:
-                out["gp"] = float(reg.detach())
-                loss_d = loss_d + reg
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            self.loss.after_d_step(D)
-        out["loss_d"] = float(loss_d.detach())
+        self.critic_updates(lambda x: _logits(D(x)), real,
+                            lambda: stack_pair(G(torch.randn(b, self.latent_dim, device=real.device), seg), masks,
+                                               self.num_mask_classes), opt_d, out)
 
         D.requires_grad_(False)
         fake_images = G(torch.randn(b, self.latent_dim, device=real.device), seg)
