@@ -148,3 +148,13 @@ def test_style_gan_run_records_perceptual_path_length(tmp_path):
     (ppl,) = [m for m in record["metrics"] if m["metric"].startswith("ppl")]
     assert ppl["metric"] == "ppl_lpips_vgg16" and ppl["value"] > 0 and ppl["higher_is_better"] is False
     assert ppl["weights"] == str(vgg)
+
+
+def test_conditional_gan_feeds_labelled_synthetic_images_to_the_classifier(smoke_cfg):
+    cfg = smoke_cfg("gan=cgan", "data.train_size=24", "downstream=efficientnet_cls", "downstream.steps=2",
+                    "downstream.batch_size=4", "downstream.progress=false")
+    record = execute_run(cfg)
+    done = {(d["metric"], d["train_on"]) for d in record["downstream"] if not d.get("skipped")}
+    assert {("acc_efficientnet", t) for t in ("real", "synthetic", "real+synthetic")} <= done
+    synthetic = next(d for d in record["downstream"] if d["train_on"] == "synthetic" and d["metric"] == "acc_efficientnet")
+    assert synthetic["n_train_synthetic"] == 80  # n_samples defaults to the real test split size
