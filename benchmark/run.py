@@ -18,8 +18,9 @@ from benchmark.utils import (atomic_write_json, git_commit, package_versions, re
 log = logging.getLogger(__name__)
 
 # Keys that do not change what a run computes: excluded from the run id, so that e.g. turning the progress bar
-# off or moving the results folder still resumes the same run.
-_VOLATILE = ("paths", "train.progress", "train.log_every", "train.stop_after", "device", "evaluate", "num_threads")
+# off, moving the results folder or the dataset (the record keeps the file-list hashes) still resumes the same run.
+_VOLATILE = ("paths", "dataset.root", "train.progress", "train.log_every", "train.stop_after", "device", "evaluate",
+             "num_threads")
 
 
 def run_id(cfg: DictConfig) -> str:

@@ -158,3 +158,13 @@ def test_conditional_gan_feeds_labelled_synthetic_images_to_the_classifier(smoke
     assert {("acc_efficientnet", t) for t in ("real", "synthetic", "real+synthetic")} <= done
     synthetic = next(d for d in record["downstream"] if d["train_on"] == "synthetic" and d["metric"] == "acc_efficientnet")
     assert synthetic["n_train_synthetic"] == 80  # n_samples defaults to the real test split size
+
+
+def test_run_id_ignores_where_things_live_but_not_what_is_computed(tmp_path):
+    base = compose_config([*SMOKE, "paths.results_dir=/a"])
+    moved = compose_config([*SMOKE, "paths.results_dir=/b", f"dataset.root={tmp_path}", "train.progress=true",
+                            "device=auto", "num_threads=1"])
+    assert run_id(base) == run_id(moved)
+    assert run_id(base) != run_id(compose_config([*SMOKE, "seed=1"]))
+    assert run_id(base) != run_id(compose_config([*SMOKE, "train.lr_g=1e-3"]))
+    assert run_id(base) != run_id(compose_config([*SMOKE, "data.intensity=minmax"]))
