@@ -132,6 +132,15 @@ class GAN(nn.Module):
             self.loss.after_d_step(self.discriminator)
         out["loss_d"] = float(loss_d.detach())
 
+    def generator_update(self, loss_g: torch.Tensor, optimizer: torch.optim.Optimizer, out: dict) -> dict:
+        """Apply the generator loss (D was frozen for it), unfreeze D, and record ``loss_g``."""
+        optimizer.zero_grad(set_to_none=True)
+        loss_g.backward()
+        optimizer.step()
+        self.discriminator.requires_grad_(True)
+        out["loss_g"] = float(loss_g.detach())
+        return out
+
     def _d_view(self, x: torch.Tensor) -> torch.Tensor:
         """What the discriminator sees of a batch (subclasses add DiffAugment)."""
         return x

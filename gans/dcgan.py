@@ -157,12 +157,7 @@ class DCGAN(GAN):
             vgg = self._perceptual(fake, real)
             out["vgg"] = float(vgg.detach())
             loss_g = loss_g + self.vgg_weight * vgg
-        opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
-        D.requires_grad_(True)
-        out["loss_g"] = float(loss_g.detach())
-        return out
+        return self.generator_update(loss_g, opt_g, out)
 
     def _generate(self, net, z, labels, masks, noise_seeds):
         return net(z, labels)

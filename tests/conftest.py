@@ -35,6 +35,15 @@ def smoke_cfg(tmp_path):
     return make
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny convolutions run faster on one thread, and the CPU may be shared with other test processes."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def shared_data():
     path = SHARED / "data"

@@ -21,12 +21,7 @@ from tests.test_gans_base import CONF, build, tiny_batch
 SWEEPS = Path(CONF) / "sweep"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(*overrides, **kw):
