@@ -168,3 +168,10 @@ def test_run_id_ignores_where_things_live_but_not_what_is_computed(tmp_path):
     assert run_id(base) != run_id(compose_config([*SMOKE, "seed=1"]))
     assert run_id(base) != run_id(compose_config([*SMOKE, "train.lr_g=1e-3"]))
     assert run_id(base) != run_id(compose_config([*SMOKE, "data.intensity=minmax"]))
+
+
+def test_mixed_precision_is_a_config_switch(smoke_cfg):
+    record = execute_run(smoke_cfg("precision=bf16-mixed", "data.train_size=16", "evaluate=false"))
+    assert record["status"] == "completed" and record["config"]["precision"] == "bf16-mixed"
+    with pytest.raises(ValueError, match="precision must be one of"):
+        execute_run(smoke_cfg("precision=fp8", "data.train_size=16", "evaluate=false"))
