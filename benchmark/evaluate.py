@@ -78,13 +78,15 @@ def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: 
     timings: dict[str, float] = {}
     metric_records: list[dict] = []
     cache = FeatureCache(Path(cfg.paths.cache_dir) / "features")
-    for ext_cfg in mcfg.get("extractors", []):
+    extractors = mcfg.get("extractors", [])
+    train_split = full_train_split(cfg, bundle) if extractors else None  # loaded once for every extractor
+    for ext_cfg in extractors:
         ext_cfg = dict(ext_cfg)
         name = ext_cfg.pop("name")
         # an extractor entry may name its own metrics (e.g. Inception Score only on an extractor with logits)
         names = ext_cfg.pop("metrics", None) or list(mcfg.get("feature_metrics", []))
         t0 = time.perf_counter()
-        extractor = get_extractor(name, train_set=full_train_split(cfg, bundle),
+        extractor = get_extractor(name, train_set=train_split,
                                   cache_dir=str(Path(cfg.paths.cache_dir) / "extractors"), device=str(device),
                                   seed=mcfg.get("seed", 0), **ext_cfg)
         desc = extractor.describe()

@@ -9,11 +9,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+
+from benchmark.utils import atomic_write
 
 
 def content_hash(obj) -> str:
@@ -34,19 +35,6 @@ def array_hash(*arrays) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, write: Callable[[object], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class FeatureCache:
     def __init__(self, root_dir: str | os.PathLike):
         self.root = Path(root_dir)
@@ -62,8 +50,8 @@ class FeatureCache:
             except (ValueError, OSError) as err:  # unreadable file: recompute rather than fail the run
                 print(f"[metrics] feature cache {path} unreadable ({err}); recomputing")
         feats = np.asarray(fn())
-        atomic_write_bytes(path, lambda fh: np.save(fh, feats))
+        atomic_write(path, lambda fh: np.save(fh, feats))
         meta = json.dumps({"key": key, "shape": list(feats.shape), "dtype": str(feats.dtype)}, indent=1,
                           sort_keys=True, default=str).encode()
-        atomic_write_bytes(path.with_suffix(".json"), lambda fh: fh.write(meta))
+        atomic_write(path.with_suffix(".json"), lambda fh: fh.write(meta))
         return feats

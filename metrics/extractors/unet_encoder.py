@@ -15,7 +15,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from metrics.cache import array_hash, atomic_write_bytes, content_hash
+from benchmark.utils import atomic_write
+from metrics.cache import array_hash, content_hash
 from metrics.extractors import register_extractor
 from metrics.extractors.base import FeatureExtractor, Preprocess
 
@@ -71,8 +72,8 @@ class UNetEncoder(FeatureExtractor):
             self.cached = False
             if path is not None:
                 blob = {"state_dict": self.net.state_dict(), "settings": self.settings, "data_hash": self.data_hash}
-                atomic_write_bytes(path, lambda fh: torch.save(blob, fh))
-                atomic_write_bytes(path.with_suffix(".json"),
+                atomic_write(path, lambda fh: torch.save(blob, fh))
+                atomic_write(path.with_suffix(".json"),
                                    lambda fh: fh.write(json.dumps({**self.settings, "data_hash": self.data_hash,
                                                                    "train_seconds": self.train_seconds}).encode()))
         self.net.eval()
