@@ -1,18 +1,19 @@
-"""Small runtime helpers: device choice, seeding, provenance, atomic file writes."""
+"""Small runtime helpers of the orchestrator: device choice, seeding, RNG state, provenance.
+
+Atomic writes and hashes live in :mod:`medsynbench.io` (re-exported here for the orchestrator's modules)."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.metadata
-import json
-import os
 import random
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from medsynbench.io import (array_hash, atomic_torch_save, atomic_write, atomic_write_bytes,  # noqa: F401
+                            atomic_write_json, content_hash, sha256_file, stable_hash)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,49 +61,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def atomic_write(path: Path, write) -> None:
-    """``write(file_object)`` into a temporary file in the same folder, then ``os.replace``: readers never see half a
-    file, and a writer killed mid-way leaves only a hidden ``.name.*.tmp`` behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    atomic_write(path, lambda fh: fh.write(data))
-
-
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
-
-
-def atomic_torch_save(obj, path: Path) -> None:
-    atomic_write(path, lambda fh: torch.save(obj, fh))
-
-
-def sha256_file(path: str | Path) -> str:
-    """SHA-256 of a file (weights provenance), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def stable_hash(obj, length: int = 10) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:length]
 
 
 def git_commit() -> str | None:

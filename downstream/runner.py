@@ -6,7 +6,7 @@ import time
 
 import torch
 
-from benchmark.data.types import ImageSet
+from medsynbench.types import ImageSet
 from downstream.config import TRAIN_ON, TrainSettings, parse_settings
 from downstream.tasks import TASKS, Task
 from downstream.training import fit, predict

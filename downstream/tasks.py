@@ -6,7 +6,7 @@ from typing import Callable
 
 import torch
 
-from benchmark.data.types import ImageSet
+from medsynbench.types import ImageSet
 from downstream import classification, segmentation
 from downstream.config import SegmentationSettings, TrainSettings
 

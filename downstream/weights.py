@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from benchmark.utils import sha256_file  # noqa: F401  (re-exported: the task modules use it)
+from medsynbench.io import sha256_file  # noqa: F401  (re-exported: the task modules use it)
 
 RANDOM_INIT = "random-init"
 

@@ -6,7 +6,6 @@ multirun never read a half-written array.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -14,25 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from benchmark.utils import atomic_write
-
-
-def content_hash(obj) -> str:
-    """SHA-256 of the canonical JSON of ``obj`` (sorted keys; non-JSON values by ``str``)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def array_hash(*arrays) -> str:
-    """SHA-256 over the raw bytes, shapes and dtypes of arrays/tensors (None allowed)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        if a is None:
-            h.update(b"none")
-            continue
-        a = np.ascontiguousarray(a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a))
-        h.update(f"{a.shape}{a.dtype}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
+from medsynbench.io import array_hash, atomic_write, content_hash  # noqa: F401  (re-exported)
 
 
 class FeatureCache:

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from benchmark.utils import sha256_file as file_sha256  # noqa: F401  (re-exported: extractors use it)
+from medsynbench.io import sha256_file as file_sha256  # noqa: F401  (re-exported: extractors use it)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

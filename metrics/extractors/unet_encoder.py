@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmark.utils import atomic_write
+from medsynbench.io import atomic_write
 from metrics.cache import array_hash, content_hash
 from metrics.extractors import register_extractor
 from metrics.extractors.base import FeatureExtractor, Preprocess
