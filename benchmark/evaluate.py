@@ -36,15 +36,16 @@ def full_train_split(cfg, bundle: DatasetBundle) -> ImageSet:
     return load_dataset(cfg.dataset, data_cfg).train
 
 
-def evaluate_gan(cfg, gan, bundle: DatasetBundle, device: torch.device, run_dir: Path) -> dict:
-    """Sample ``n_samples`` image(-mask) pairs from the EMA generator, then :func:`evaluate_synthetic`."""
+def evaluate_gan(cfg, gan, bundle: DatasetBundle, device: torch.device, out_dir: Path | None = None) -> dict:
+    """Sample ``n_samples`` image(-mask) pairs from the EMA generator, then :func:`evaluate_synthetic`; artefacts
+    (e.g. the memorisation closest-pairs grid) go to ``out_dir`` (the run's evaluation folder)."""
     n = cfg.n_samples or len(bundle.test)
     t0 = time.perf_counter()
     gan.eval()
     synthetic = sample_imageset(gan, n, seed=cfg.seed + 1_000_003, bundle=bundle,
                                 batch_size=cfg.metrics.get("batch_size", 64))
     sample_s = time.perf_counter() - t0
-    result = evaluate_synthetic(cfg, synthetic, bundle, device)
+    result = evaluate_synthetic(cfg, synthetic, bundle, device, out_dir)
     result["timings"]["sample_s"] = sample_s
     result["metrics"] += generator_metrics(cfg, gan, device, result["timings"])
     return result
@@ -67,8 +68,10 @@ def generator_metrics(cfg, gan, device: torch.device, timings: dict) -> list[dic
     return records
 
 
-def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: torch.device) -> dict:
-    """All requested metrics from one feature pass per extractor (real features cached), then the downstream task."""
+def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: torch.device,
+                       out_dir: Path | None = None) -> dict:
+    """All requested metrics from one feature pass per extractor (real features cached), then the downstream task.
+    Artefacts (the memorisation closest-pairs grid) are written to ``out_dir`` when given and listed in the result."""
     from downstream import run_downstream
     from metrics import FeatureCache, compute_feature_metrics, compute_image_metrics, get_extractor
 
@@ -77,6 +80,7 @@ def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: 
     progress = bool(cfg.get("train", {}).get("progress", True))
     timings: dict[str, float] = {}
     metric_records: list[dict] = []
+    artifacts: dict[str, str] = {}
     cache = FeatureCache(Path(cfg.paths.cache_dir) / "features")
     extractors = mcfg.get("extractors", [])
     train_split = full_train_split(cfg, bundle) if extractors else None  # loaded once for every extractor
@@ -90,8 +94,11 @@ def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: 
                                   cache_dir=str(Path(cfg.paths.cache_dir) / "extractors"), device=str(device),
                                   seed=mcfg.get("seed", 0), **ext_cfg)
         desc = extractor.describe()
-        key = {"dataset": bundle.name, "split": "test", "ids": bundle.meta.get("test_ids_sha256"),
-               "preprocessing": bundle.meta.get("preprocessing"), "extractor": desc}
+        # keyed by the test images' content and the extractor's actual weights: a replaced file, or another
+        # process's differently trained extractor, never reuses these features
+        key = {"dataset": bundle.name, "split": "test", "content": bundle.meta.get("test_content_sha256"),
+               "ids": bundle.meta.get("test_ids_sha256"), "preprocessing": bundle.meta.get("preprocessing"),
+               "extractor": desc, "weights_digest": extractor.weights_digest()}
         real_feats = cache.get_or_compute(
             key, lambda: extractor.features(bundle.test.images, batch_size=batch_size, device=str(device),
                                             progress=progress))
@@ -109,6 +116,16 @@ def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: 
                                                 train_images=bundle.train.images, seed=mcfg.get("seed", 0),
                                                 **mcfg.get("image_options", {}))
         timings["image_metrics_s"] = time.perf_counter() - t0
+        if "memorisation" in mcfg["image_metrics"] and out_dir is not None:
+            from metrics.memorisation import closest_pairs_grid
+
+            grid = Path(out_dir) / "memorisation_closest_pairs.png"
+            grid.parent.mkdir(parents=True, exist_ok=True)
+            closest_pairs_grid(synthetic.images, bundle.train.images, n=min(8, len(synthetic)), path=str(grid))
+            artifacts["memorisation_grid"] = str(grid)
+            for rec in metric_records:
+                if rec.get("base_metric") == "memorisation":
+                    rec["grid"] = str(grid)
 
     t0 = time.perf_counter()
     downstream_records = run_downstream(cfg.downstream, real_train=bundle.train, synthetic=synthetic,
@@ -121,4 +138,4 @@ def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: 
         if not rec.get("skipped"):
             log.info("downstream %s@%s = %.4f", rec["metric"], rec.get("train_on"), rec["value"])
     return {"metrics": metric_records, "downstream": downstream_records, "timings": timings,
-            "n_samples": len(synthetic)}
+            "n_samples": len(synthetic), "artifacts": artifacts}

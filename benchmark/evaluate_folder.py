@@ -14,8 +14,8 @@ from benchmark.data.errors import DataError
 from benchmark.data.io import read_2d
 from benchmark.data.preprocess import preprocess_image
 from benchmark.data.types import ImageSet
-from benchmark.store import append_record, flatten_config
-from benchmark.utils import git_commit, package_versions, resolve_device, stable_hash
+from benchmark.store import flatten_config, write_record
+from benchmark.utils import array_hash, git_commit, package_versions, resolve_device, stable_hash
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
@@ -55,13 +55,16 @@ def evaluate_folder(cfg) -> dict:
     evaluation = evaluate_synthetic(cfg, synthetic, bundle, device)
     name = cfg.name or Path(cfg.folder).name
     flat = flatten_config(cfg)
+    # the folder's content plays the role of the training: the same images scored the same way replace their record
+    tid = f"folder-{name}-{array_hash(synthetic.images)[:10]}"
+    eid = "e" + stable_hash({k: v for k, v in flat.items() if not k.startswith(("paths.", "device", "folder", "name"))})
     record = {
-        "run_id": f"folder-{name}-{stable_hash(flat)}", "run_dir": str(cfg.folder), "experiment": "evaluate-folder",
+        "run_id": tid, "training_id": tid, "evaluation_id": eid, "run_dir": str(cfg.folder), "experiment": "evaluate-folder",
         "seed": cfg.seed, "dataset": cfg.dataset.name, "gan": f"folder:{name}", "train_size": None,
         "status": "completed", "config": {**flat, "gan.name": f"folder:{name}"}, "data": bundle.meta,
         "n_synthetic": len(synthetic), "versions": package_versions(), "git_commit": git_commit(),
         "device": str(device), "metrics": evaluation["metrics"], "downstream": evaluation["downstream"],
         "timings": evaluation["timings"],
     }
-    append_record(cfg.paths.store_dir, record)
+    write_record(cfg.paths.store_dir, record)
     return record

@@ -1,15 +1,17 @@
 """``medsynbench evaluate``: rebuild everything from a run directory alone and evaluate it again."""
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
-from benchmark.store import append_record, flatten_config
-from benchmark.utils import git_commit, package_versions, resolve_device
+from benchmark.store import flatten_config, write_record
+from benchmark.utils import atomic_write_json, git_commit, package_versions, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -34,23 +36,48 @@ def load_run(run_dir: str | Path, device: torch.device, checkpoint: str | Path |
 
 
 def evaluate_run_dir(ecfg) -> dict:
+    """Evaluate a run directory's checkpoint (the last, or ``step``) with its own config, changed by ``overrides``.
+
+    The record is stored under (the run's training id, the evaluation id of the merged config and the step), so
+    evaluating the same way twice replaces the record rather than adding a copy."""
     from benchmark.data import load_dataset
     from benchmark.evaluate import evaluate_gan
+    from benchmark.run import evaluation_id
 
     device = resolve_device(ecfg.device)
-    cfg, gan, ckpt_path = load_run(ecfg.run_dir, device)
+    run_dir = Path(ecfg.run_dir)
+    checkpoint = None
+    if ecfg.get("step") is not None:
+        checkpoint = run_dir / "checkpoints" / f"step_{int(ecfg.step):07d}.pt"
+    cfg, gan, ckpt_path = load_run(run_dir, device, checkpoint)
+    step = int(re.search(r"step_(\d+)\.pt$", Path(ckpt_path).name).group(1))
     cfg = OmegaConf.merge(cfg, ecfg.overrides or {})
     cfg.paths = ecfg.paths
+    cfg.evaluate = True
+    cfg.evaluate_step = step
     bundle = load_dataset(cfg.dataset, cfg.data)
+    training_file = run_dir / "training.json"
+    if training_file.is_file():  # the data must be what the generator was trained on
+        trained_on = json.loads(training_file.read_text()).get("data", {})
+        for key, value in trained_on.items():
+            if value and bundle.meta.get(key) != value:
+                raise ValueError(f"{run_dir}: the data under dataset.root={cfg.dataset.root} is not the data this run "
+                                 f"was trained on ({key} {bundle.meta.get(key)} != {value}); point dataset.root at "
+                                 "the original data or train a new run")
+    tid, eid = run_dir.name, evaluation_id(cfg, step)
+    out_dir = run_dir / "evaluations" / eid
     t0 = time.perf_counter()
-    evaluation = evaluate_gan(cfg, gan, bundle, device, Path(ecfg.run_dir))
+    evaluation = evaluate_gan(cfg, gan, bundle, device, out_dir)
     record = {
-        "run_id": Path(ecfg.run_dir).name, "run_dir": str(ecfg.run_dir), "experiment": cfg.get("experiment_name"),
-        "seed": cfg.seed, "dataset": cfg.dataset.name, "gan": cfg.gan.name, "train_size": cfg.data.train_size,
-        "status": "completed", "evaluated_from": str(ckpt_path), "config": flatten_config(cfg), "data": bundle.meta,
+        "run_id": tid, "training_id": tid, "evaluation_id": eid, "run_dir": str(run_dir),
+        "experiment": cfg.get("experiment_name"), "seed": cfg.seed, "dataset": cfg.dataset.name, "gan": cfg.gan.name,
+        "train_size": cfg.data.train_size, "status": "completed", "evaluated_from": str(ckpt_path),
+        "evaluated_step": step, "evaluation_only": True, "config": flatten_config(cfg), "data": bundle.meta,
         "versions": package_versions(), "git_commit": git_commit(), "device": str(device),
-        "metrics": evaluation["metrics"], "downstream": evaluation["downstream"],
+        **{k: evaluation[k] for k in ("metrics", "downstream", "collapsed", "collapse_reasons", "artifacts",
+                                      "n_samples", "mask_source") if k in evaluation},
         "timings": {**evaluation["timings"], "total_s": time.perf_counter() - t0},
     }
-    append_record(ecfg.paths.store_dir, record)
+    write_record(ecfg.paths.store_dir, record)
+    atomic_write_json(out_dir / "record.json", record)
     return record

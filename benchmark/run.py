@@ -1,10 +1,22 @@
 """One benchmark run end to end: data -> GAN training -> sampling -> metrics -> downstream -> results store.
 
-``execute_run`` never lets one bad run kill a multirun: a run that diverges is recorded with status ``diverged``,
-one that raises is recorded with status ``failed`` (with the error), and only then, in single-run mode, re-raised.
+Two ids make a run trustworthy at sweep scale:
+
+- the **training id** covers everything that determines the generator's weights: the decoded content of the training
+  subset and the test split, preprocessing, training-set size, GAN, training settings, precision and seed. It names
+  the run directory and its checkpoints. The data's location does not enter it (a moved copy of the same data still
+  resumes), its content does (another folder's data, a fixed mask or a changed label trains anew);
+- the **evaluation id** covers what is computed from the trained generator: metrics, downstream task, sample count,
+  the checkpoint step evaluated and the experiment name.
+
+The results store holds one record per (training id, evaluation id). Launching a config again therefore resumes an
+interrupted training, evaluates only when the training is complete and the evaluation settings are new, and does
+nothing when both are done. ``execute_run`` never lets one bad run kill a multirun: a run that diverges is recorded
+with status ``diverged``, one that raises with status ``failed`` (and, in single-run mode, re-raised).
 """
 from __future__ import annotations
 
+import json
 import logging
 import time
 import traceback
@@ -12,22 +24,56 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.store import append_record, flatten_config
-from benchmark.utils import (atomic_write_json, git_commit, package_versions, resolve_device, stable_hash)
+from benchmark.store import flatten_config, read_record, record_id, write_record
+from benchmark.utils import atomic_write_json, git_commit, package_versions, resolve_device, stable_hash
+from medsynbench.io import file_lock
 
 log = logging.getLogger(__name__)
 
-# Keys that do not change what a run computes: excluded from the run id, so that e.g. turning the progress bar
-# off, moving the results folder or the dataset (the record keeps the file-list hashes) still resumes the same run.
-_VOLATILE = ("paths", "dataset.root", "train.progress", "train.log_every", "train.stop_after", "device", "evaluate",
-             "num_threads")
+# Keys that change neither the weights nor the numbers: in neither id (moving the results folder or the dataset,
+# the progress bar, the snapshot cadence, the device choice and the thread count never start a run anew).
+VOLATILE = ("paths", "dataset.root", "train.progress", "train.log_every", "train.stop_after", "train.sample_every",
+            "train.sample_grid", "train.checkpoint_every", "train.keep_checkpoints", "device", "num_threads")
+# Keys of the evaluation id; every other key (and the data's content) is part of the training id.
+EVALUATION_KEYS = ("metrics", "downstream", "n_samples", "evaluate_step", "experiment_name", "evaluate")
+NO_EVALUATION = "none"  # evaluation id of a run launched with evaluate=false
 
 
-def run_id(cfg: DictConfig) -> str:
+def _matches(key: str, prefixes) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
+
+
+def training_id(cfg: DictConfig, data_meta: dict) -> str:
+    """Readable prefix (dataset, GAN, size, seed) + hash of what determines the weights, data content included."""
     flat = flatten_config(cfg)
-    kept = {k: v for k, v in flat.items() if not any(k == p or k.startswith(p + ".") for p in _VOLATILE)}
+    kept = {k: v for k, v in flat.items() if not _matches(k, VOLATILE + EVALUATION_KEYS)}
+    kept["data_content"] = {k: data_meta.get(k) for k in ("train_content_sha256", "test_content_sha256")}
+    if not all(kept["data_content"].values()):
+        raise ValueError("training_id needs the data's content hashes (train_content_sha256, test_content_sha256)")
     size = cfg.data.train_size if cfg.data.train_size is not None else "all"
     return f"{cfg.dataset.name}-{cfg.gan.name}-n{size}-s{cfg.seed}-{stable_hash(kept)}"
+
+
+def evaluation_id(cfg: DictConfig, step: int | None = None) -> str:
+    """Hash of the evaluation settings and the checkpoint step evaluated (default: the last training step)."""
+    if not cfg.get("evaluate", True):
+        return NO_EVALUATION
+    flat = flatten_config(cfg)
+    kept = {k: v for k, v in flat.items() if _matches(k, EVALUATION_KEYS) and not _matches(k, ("evaluate_step",))}
+    kept["checkpoint_step"] = int(step if step is not None else evaluated_step(cfg))
+    return f"e{stable_hash(kept)}"
+
+
+def evaluated_step(cfg: DictConfig) -> int:
+    step = cfg.get("evaluate_step")
+    return int(cfg.train.steps if step is None else step)
+
+
+def _config_only_id(cfg: DictConfig) -> str:
+    """Id of a run whose data could not be loaded (so its content hash is unknown): only its failure is recorded."""
+    size = cfg.data.train_size if cfg.data.train_size is not None else "all"
+    flat = {k: v for k, v in flatten_config(cfg).items() if not _matches(k, VOLATILE + EVALUATION_KEYS)}
+    return f"{cfg.dataset.name}-{cfg.gan.name}-n{size}-s{cfg.seed}-nodata{stable_hash(flat)}"
 
 
 def _attach_file_log(run_dir: Path) -> logging.Handler:
@@ -37,66 +83,135 @@ def _attach_file_log(run_dir: Path) -> logging.Handler:
     return handler
 
 
+def _base_record(cfg: DictConfig, tid: str, eid: str, run_dir: Path | None) -> dict:
+    return {
+        "run_id": tid, "training_id": tid, "evaluation_id": eid, "run_dir": str(run_dir) if run_dir else None,
+        "experiment": cfg.experiment_name, "seed": cfg.seed, "dataset": cfg.dataset.name, "gan": cfg.gan.name,
+        "train_size": cfg.data.train_size, "config": flatten_config(cfg), "versions": package_versions(),
+        "git_commit": git_commit(), "timings": {}, "metrics": [], "downstream": [],
+    }
+
+
+def _finish(cfg: DictConfig, record: dict, eval_dir: Path | None) -> dict:
+    """Store the record (idempotent: its file is named by the two ids), then its copy in the evaluation folder."""
+    path = write_record(cfg.paths.store_dir, record)
+    if eval_dir is not None:
+        atomic_write_json(eval_dir / "record.json", record)
+    log.info("run %s: status %s, record %s", record["training_id"], record["status"], path)
+    return record
+
+
 def execute_run(cfg: DictConfig, raise_on_failure: bool = True) -> dict:
     from benchmark.data import load_dataset
-    from benchmark.evaluate import evaluate_gan
-    from benchmark.train_loop import StopRequested, train
 
-    rid = run_id(cfg)
-    run_dir = Path(cfg.paths.runs_dir) / rid
-    run_dir.mkdir(parents=True, exist_ok=True)
-    done_file = run_dir / "record.json"
-    if done_file.exists():
-        import json
-        log.info("run %s is already complete (%s); nothing to do", rid, done_file)
-        return json.loads(done_file.read_text())
-
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    handler = _attach_file_log(run_dir)
-    record = {
-        "run_id": rid, "run_dir": str(run_dir), "experiment": cfg.experiment_name, "seed": cfg.seed,
-        "dataset": cfg.dataset.name, "gan": cfg.gan.name, "train_size": cfg.data.train_size,
-        "config": flatten_config(cfg), "versions": package_versions(), "git_commit": git_commit(),
-        "timings": {}, "metrics": [], "downstream": [],
-    }
     t_start = time.perf_counter()
     if cfg.get("num_threads"):
         import torch
 
         torch.set_num_threads(cfg.num_threads)
+    eid = evaluation_id(cfg)
     try:
         device = resolve_device(cfg.device)
-        record["device"] = str(device)
         t0 = time.perf_counter()
         bundle = load_dataset(cfg.dataset, cfg.data)
-        record["timings"]["data_s"] = time.perf_counter() - t0
-        record["data"] = bundle.meta
-        log.info("run %s: %d train / %d test images, device %s", rid, len(bundle.train), len(bundle.test), device)
+        data_s = time.perf_counter() - t0
+    except Exception as err:  # nothing trained: the failure is recorded under the config-only id
+        log.error("run failed before training (%s): %s", _config_only_id(cfg), err)
+        record = _base_record(cfg, _config_only_id(cfg), eid, None)
+        record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+        _finish(cfg, record, None)
+        if raise_on_failure:
+            raise
+        return record
 
-        result = train(cfg, bundle, run_dir, device)
-        record.update(status=result.status, steps_done=result.steps_done, resumed_from=result.resumed_from,
-                      final_losses=result.last_losses)
-        record["timings"]["train_s"] = result.seconds
-        if result.status == "completed" and cfg.evaluate:
-            evaluation = evaluate_gan(cfg, result.gan, bundle, device, run_dir)
-            record["metrics"], record["downstream"] = evaluation["metrics"], evaluation["downstream"]
+    tid = training_id(cfg, bundle.meta)
+    run_dir = Path(cfg.paths.runs_dir) / tid
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # One process per run directory: a duplicate launch (two sweeps, a relaunch while the first still runs) waits here
+    # and then finds the work done. The OS releases the lock of a killed process.
+    with file_lock(run_dir / "run"):
+        return _execute_locked(cfg, bundle, tid, eid, run_dir, device, data_s, t_start, raise_on_failure)
+
+
+def _execute_locked(cfg, bundle, tid: str, eid: str, run_dir: Path, device, data_s: float, t_start: float,
+                    raise_on_failure: bool) -> dict:
+    from benchmark.evaluate import evaluate_gan
+    from benchmark.train_loop import StopRequested, train
+
+    eval_dir = run_dir / "evaluations" / eid
+    done = read_record(cfg.paths.store_dir, tid, eid)
+    if done is None and (eval_dir / "record.json").is_file():  # killed between the two writes, or a new store
+        done = json.loads((eval_dir / "record.json").read_text())
+        write_record(cfg.paths.store_dir, done)
+    if done is not None and done.get("status") in ("completed", "diverged"):
+        if not (eval_dir / "record.json").is_file():
+            atomic_write_json(eval_dir / "record.json", done)
+        log.info("run %s, evaluation %s: already recorded (%s); nothing to do", tid, eid, record_id(tid, eid))
+        return done
+
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    handler = _attach_file_log(run_dir)
+    record = _base_record(cfg, tid, eid, run_dir)
+    record.update(device=str(device), data=bundle.meta)
+    record["timings"]["data_s"] = data_s
+    training_file = run_dir / "training.json"
+    try:
+        training = json.loads(training_file.read_text()) if training_file.is_file() else None
+        if training is None:
+            log.info("run %s: %d train / %d test images, device %s", tid, len(bundle.train), len(bundle.test), device)
+            result = train(cfg, bundle, run_dir, device)
+            training = {"status": result.status, "steps_done": result.steps_done, "resumed_from": result.resumed_from,
+                        "final_losses": result.last_losses, "train_s": result.seconds,
+                        "data": {k: bundle.meta.get(k) for k in ("train_content_sha256", "test_content_sha256")}}
+            atomic_write_json(training_file, training)
+            gan, record["evaluation_only"] = result.gan, False
+        else:
+            gan, record["evaluation_only"] = None, True
+        record.update(status=training["status"], steps_done=training["steps_done"],
+                      resumed_from=training["resumed_from"], final_losses=training["final_losses"])
+        record["timings"]["train_s"] = training["train_s"] if not record["evaluation_only"] else 0.0
+        if training["status"] == "completed" and cfg.evaluate:
+            step = evaluated_step(cfg)
+            if gan is None or step != training["steps_done"]:
+                if record["evaluation_only"]:
+                    msg = f"training {tid} is complete; evaluating only (evaluation {eid}, checkpoint step {step})"
+                    log.info(msg)
+                    print(f"[medsynbench] {msg}")
+                gan = _load_generator(run_dir, step, device)
+            record["evaluated_step"] = step
+            evaluation = evaluate_gan(cfg, gan, bundle, device, eval_dir)
+            for key in ("metrics", "downstream", "collapsed", "collapse_reasons", "artifacts", "n_samples",
+                        "mask_source"):
+                if key in evaluation:
+                    record[key] = evaluation[key]
             record["timings"].update(evaluation["timings"])
     except StopRequested:
         logging.getLogger().removeHandler(handler)
         raise
     except Exception as err:  # recorded, then re-raised only outside a multirun
-        log.error("run %s failed: %s", rid, err)
+        log.error("run %s failed: %s", tid, err)
         record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         record["timings"]["total_s"] = time.perf_counter() - t_start
-        append_record(cfg.paths.store_dir, record)
+        _finish(cfg, record, None)
         logging.getLogger().removeHandler(handler)
         if raise_on_failure:
             raise
         return record
 
     record["timings"]["total_s"] = time.perf_counter() - t_start
-    append_record(cfg.paths.store_dir, record)
-    atomic_write_json(done_file, record)
+    _finish(cfg, record, eval_dir)
     logging.getLogger().removeHandler(handler)
-    log.info("run %s: status %s, record stored in %s", rid, record["status"], cfg.paths.store_dir)
     return record
+
+
+def _load_generator(run_dir: Path, step: int, device):
+    """The trained GAN at checkpoint ``step`` of a run directory (weights-only, verified load)."""
+    from benchmark.reevaluate import load_run
+
+    path = run_dir / "checkpoints" / f"step_{step:07d}.pt"
+    if not path.is_file():
+        have = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.pt"))
+        raise FileNotFoundError(f"{path}: no checkpoint of step {step} (evaluate_step={step}); this run has "
+                                f"{', '.join(have) or 'none'} (keep every snapshot with train.keep_checkpoints=true)")
+    _, gan, _ = load_run(run_dir, device, checkpoint=path)
+    return gan

@@ -1,14 +1,17 @@
 """The results store: one JSON file per record, written atomically.
 
+One record per (training id, evaluation id): the file is named by that pair, so evaluating the same training with the
+same evaluation settings again *replaces* its record (a re-evaluation, a relaunch after a kill between two writes, a
+failed run that later succeeds), while another evaluation of the same training gets a record of its own.
+
 Why one file per record: concurrent runs of a multirun (joblib, SLURM array jobs on a shared file system) can write at
 the same time without a lock, and a run killed mid-write leaves only a hidden temporary file that readers ignore — never
-half a record. ``append_record`` is the only writer; reports only read (``load_records`` / ``metric_table``).
+half a record. ``write_record`` is the only writer; reports only read (``load_records`` / ``metric_table``).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
-import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmark.utils import atomic_write_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATUSES = ("completed", "diverged", "failed")
 
 
@@ -38,31 +41,57 @@ def flatten_config(cfg: DictConfig | dict, prefix: str = "") -> dict:
     return flat
 
 
-def append_record(store_dir: str | Path, record: dict) -> Path:
-    """Validate and store one run record; returns the file written."""
-    for key in ("run_id", "status", "config"):
+def record_id(training_id: str, evaluation_id: str) -> str:
+    return f"{training_id}--{evaluation_id}"
+
+
+def record_path(store_dir: str | Path, training_id: str, evaluation_id: str) -> Path:
+    return Path(store_dir) / "records" / f"{record_id(training_id, evaluation_id)}.json"
+
+
+def write_record(store_dir: str | Path, record: dict) -> Path:
+    """Validate and store one record, replacing the record of the same (training id, evaluation id) if any.
+
+    The write is one ``os.replace`` of a deterministic file name, so it is idempotent: a run killed after it and
+    relaunched writes the same file again instead of adding a second record."""
+    for key in ("run_id", "training_id", "evaluation_id", "status", "config"):
         if key not in record:
             raise ValueError(f"results record is missing {key!r}")
     if record["status"] not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {record['status']!r}")
-    record = {"schema_version": SCHEMA_VERSION, "metrics": [], "downstream": [], **record}
-    record.setdefault("recorded_at", _dt.datetime.now(_dt.timezone.utc).isoformat())
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
-    path = Path(store_dir) / "records" / f"{stamp}-{record['run_id']}-{uuid.uuid4().hex[:8]}.json"
+    rid = record_id(record["training_id"], record["evaluation_id"])
+    record = {"schema_version": SCHEMA_VERSION, "metrics": [], "downstream": [], **record, "record_id": rid}
+    record["recorded_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
+    path = record_path(store_dir, record["training_id"], record["evaluation_id"])
     atomic_write_json(path, record)
     return path
 
 
+def read_record(store_dir: str | Path, training_id: str, evaluation_id: str) -> dict | None:
+    """The stored record of (training id, evaluation id), or None."""
+    path = record_path(store_dir, training_id, evaluation_id)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"results store file {path} is not valid JSON: {err}") from err
+
+
 def load_records(store_dir: str | Path) -> list[dict]:
-    """All complete records, oldest first. Unreadable files are reported, not skipped silently."""
+    """All complete records, oldest first, one per record id (the newest wins where an older store holds several).
+    Unreadable files are reported, not skipped silently."""
     folder = Path(store_dir) / "records"
-    records = []
+    by_id: dict[str, dict] = {}
     for path in sorted(folder.glob("*.json")):  # hidden temporaries (.name.tmp) do not match
         try:
-            records.append(json.loads(path.read_text()))
+            rec = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"results store file {path} is not valid JSON: {err}") from err
-    return records
+        key = rec.get("record_id") or path.stem
+        if key not in by_id or str(rec.get("recorded_at", "")) >= str(by_id[key].get("recorded_at", "")):
+            by_id[key] = rec
+    return sorted(by_id.values(), key=lambda r: str(r.get("recorded_at", "")))
 
 
 def metric_table(records: list[dict]) -> pd.DataFrame:
@@ -73,7 +102,9 @@ def metric_table(records: list[dict]) -> pd.DataFrame:
     """
     rows = []
     for rec in records:
-        base = {"run_id": rec["run_id"], "status": rec["status"], "seed": rec.get("seed"),
+        base = {"run_id": rec["run_id"], "record_id": rec.get("record_id"), "training_id": rec.get("training_id"),
+                "evaluation_id": rec.get("evaluation_id"), "collapsed": rec.get("collapsed"),
+                "experiment": rec.get("experiment"), "status": rec["status"], "seed": rec.get("seed"),
                 "dataset": rec.get("dataset"), "train_size": rec.get("train_size"), "gan": rec.get("gan"),
                 "recorded_at": rec.get("recorded_at")}
         base.update({f"cfg.{k}": v for k, v in rec["config"].items()})

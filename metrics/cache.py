@@ -1,8 +1,8 @@
 """On-disk feature cache keyed by a content hash, so real features are extracted once per sweep.
 
-The key is a JSON-able dict (dataset, split, file-list hash, preprocessing, extractor.describe()); its canonical
-JSON is hashed with SHA-256. Files are written to a temporary name and ``os.replace``d, so parallel runs of a
-multirun never read a half-written array.
+The key is a JSON-able dict (dataset, split, the images' content hash, preprocessing, extractor.describe() and the
+hash of the extractor's actual weights); its canonical JSON is hashed with SHA-256. Files are written to a temporary
+name and ``os.replace``d, so parallel runs of a multirun never read a half-written array.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from medsynbench.io import array_hash, atomic_write, content_hash  # noqa: F401  (re-exported)
+from medsynbench.io import array_hash, atomic_write, content_hash, file_lock  # noqa: F401  (re-exported)
 
 
 class FeatureCache:
@@ -24,7 +24,13 @@ class FeatureCache:
         return self.root / f"{content_hash(key)}.npy"
 
     def get_or_compute(self, key: dict, fn: Callable[[], np.ndarray]) -> np.ndarray:
+        """Cached features of ``key``, or ``fn()`` stored under it. Parallel runs asking for the same key wait for the
+        one that computes it (file lock) instead of computing it side by side."""
         path = self.path_for(key)
+        with file_lock(path):
+            return self._get_or_compute(path, key, fn)
+
+    def _get_or_compute(self, path: Path, key: dict, fn: Callable[[], np.ndarray]) -> np.ndarray:
         if path.is_file():
             try:
                 return np.load(path)

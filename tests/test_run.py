@@ -13,7 +13,8 @@ import torch
 from omegaconf import OmegaConf
 from hydra.errors import ConfigCompositionException
 
-from benchmark.run import execute_run, run_id
+from benchmark.data import load_dataset
+from benchmark.run import evaluation_id, execute_run, training_id
 from benchmark.store import load_records
 from benchmark.train_loop import StopRequested, batch_indices, latest_checkpoint
 from tests.conftest import REPO, SMOKE, compose_config
@@ -72,7 +73,8 @@ def test_resume_after_stop_reproduces_uninterrupted_weights(smoke_cfg, tmp_path)
     with pytest.raises(StopRequested):
         execute_run(interrupted)
     # killed after step 3: the last checkpoint is step 2, and no record was written
-    assert latest_checkpoint(Path(interrupted.paths.runs_dir) / run_id(interrupted)).name == "step_0000002.pt"
+    (run_dir,) = Path(interrupted.paths.runs_dir).iterdir()
+    assert latest_checkpoint(run_dir).name == "step_0000002.pt"
     assert load_records(interrupted.paths.store_dir) == []
     resumed = execute_run(smoke_cfg(*common, results=tmp_path / "b"))
     assert resumed["resumed_from"] == 2 and resumed["run_id"] == full["run_id"]
@@ -160,14 +162,35 @@ def test_conditional_gan_feeds_labelled_synthetic_images_to_the_classifier(smoke
     assert synthetic["n_train_synthetic"] == 80  # n_samples defaults to the real test split size
 
 
-def test_run_id_ignores_where_things_live_but_not_what_is_computed(tmp_path):
-    base = compose_config([*SMOKE, "paths.results_dir=/a"])
-    moved = compose_config([*SMOKE, "paths.results_dir=/b", f"dataset.root={tmp_path}", "train.progress=true",
-                            "device=auto", "num_threads=1"])
-    assert run_id(base) == run_id(moved)
-    assert run_id(base) != run_id(compose_config([*SMOKE, "seed=1"]))
-    assert run_id(base) != run_id(compose_config([*SMOKE, "train.lr_g=1e-3"]))
-    assert run_id(base) != run_id(compose_config([*SMOKE, "data.intensity=minmax"]))
+def _tid(overrides):
+    cfg = compose_config([*SMOKE, *overrides])
+    return training_id(cfg, load_dataset(cfg.dataset, cfg.data).meta)
+
+
+def test_training_id_ignores_where_things_live_and_how_they_are_evaluated(tmp_path):
+    import shutil
+
+    copy = tmp_path / "moved_copy"
+    shutil.copytree(REPO / "data" / "isic2018_mini", copy)
+    base = _tid(["paths.results_dir=/a"])
+    same = ["paths.results_dir=/b", f"dataset.root={copy}", "train.progress=true", "device=auto", "num_threads=1",
+            "train.sample_every=1", "train.checkpoint_every=1", "metrics.options.bootstrap=7", "n_samples=12",
+            "downstream=none", "experiment_name=other"]
+    assert _tid(same) == base
+    for changed in (["seed=1"], ["train.lr_g=1e-3"], ["data.intensity=minmax"], ["precision=bf16-mixed"],
+                    ["gan.g_filters=8"], ["data.train_size=20"]):
+        assert _tid(changed) != base, changed
+
+
+def test_evaluation_id_covers_evaluation_settings_and_the_step():
+    base = compose_config([*SMOKE])
+    eid = evaluation_id(base)
+    assert eid == evaluation_id(compose_config([*SMOKE, "seed=3", "train.lr_g=1e-3", "paths.results_dir=/x"]))
+    for changed in (["metrics.options.bootstrap=7"], ["n_samples=12"], ["downstream=none"], ["evaluate_step=2"],
+                    ["experiment_name=other"]):
+        assert evaluation_id(compose_config([*SMOKE, *changed])) != eid, changed
+    assert evaluation_id(base, step=2) == evaluation_id(compose_config([*SMOKE, "evaluate_step=2"]))
+    assert evaluation_id(compose_config([*SMOKE, "evaluate=false"])) == "none"
 
 
 def test_mixed_precision_is_a_config_switch(smoke_cfg):

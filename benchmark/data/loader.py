@@ -21,6 +21,7 @@ from benchmark.data.errors import DataError
 from benchmark.data.sources import Item
 from benchmark.data.splits import ids_sha256, nested_order, random_split
 from benchmark.data.types import DatasetBundle, ImageSet
+from medsynbench.io import array_hash
 
 log = logging.getLogger(__name__)
 VOLUME_FORMATS = ("nifti", "metaimage")
@@ -85,6 +86,9 @@ def load_dataset(dataset_cfg, data_cfg=None) -> DatasetBundle:
         "val_ids_sha256": ids_sha256([it.id for it in chosen["val"]]),
         "test_ids_sha256": ids_sha256([it.id for it in chosen["test"]]),
         "train_split_ids_sha256": ids_sha256([it.id for it in by_split["train"]]),
+        # what the GAN and the metrics actually see: decoded, preprocessed pixels + masks + labels (part of a run's
+        # training id, so another folder's data, a fixed mask or a changed label never resumes an old run)
+        **{f"{s}_content_sha256": content_sha256(sets[s]) for s in SPLITS if s in sets},
         "class_counts": {s: _counts(chosen[s], class_names) for s in SPLITS} if class_names else {},
         "mask_mode": ds.mask_mode if ds.masks_dir is not None or _npz_masks(arrays) else None,
         "num_mask_classes_source": mask_source,
@@ -294,6 +298,13 @@ def _image_set(items: list[Item], decoded: dict, label_of: dict) -> ImageSet:
         masks = torch.from_numpy(np.stack([decoded[it.id][1] for it in items]).astype(np.int64))
     labels = torch.tensor([label_of[it.label] for it in items], dtype=torch.int64) if label_of else None
     return ImageSet(images=images, masks=masks, labels=labels, ids=[it.id for it in items])
+
+
+def content_sha256(images: ImageSet) -> str:
+    """SHA-256 of an image set's decoded content (images, masks, labels, in order). Hashing the tensors after
+    preprocessing covers the files' bytes, the decoder and the preprocessing at once, costs about 1 s per GB, and
+    does not depend on where the files lie (a moved copy of the same data has the same hash)."""
+    return array_hash(images.images, images.masks, images.labels)
 
 
 def _counts(items: list[Item], class_names: list[str]) -> dict[str, int]:

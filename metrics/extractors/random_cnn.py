@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from medsynbench.io import content_hash
 from metrics.extractors import register_extractor
 from metrics.extractors.base import FeatureExtractor, Preprocess
 
@@ -38,6 +39,11 @@ class RandomCNN(FeatureExtractor):
         if self.model is None or self.model[0].in_channels != x.shape[1]:
             self.model = self._build(x.shape[1]).to(x.device)
         return self.model(x)
+
+    def weights_digest(self) -> str:
+        """Built lazily for the input's channel count: its weights are a pure function of (seed, width, channels),
+        and the channels follow from the images, which feature caches key by content."""
+        return content_hash({"random_cnn": 1, "seed": self.seed, "width": self.width})
 
     def describe(self) -> dict:
         return {**super().describe(), "seed": self.seed}

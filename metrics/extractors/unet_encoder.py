@@ -8,6 +8,7 @@ Features: the deepest encoder stage, global-average-pooled.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from medsynbench.io import atomic_write
+from medsynbench.io import atomic_write, file_lock
 from metrics.cache import array_hash, content_hash
 from metrics.extractors import register_extractor
 from metrics.extractors.base import FeatureExtractor, Preprocess
@@ -62,25 +63,34 @@ class UNetEncoder(FeatureExtractor):
         key = content_hash({"data": self.data_hash, **self.settings})[:20]
         path = Path(cache_dir) / f"unet_encoder-{key}.pt" if cache_dir else None
 
-        self.net = _build(images.shape[1], self.classes, encoder_name, encoder_depth)
+        # The initial weights are a function of the seed alone (not of whatever the process drew before), and one
+        # process trains while parallel runs of a sweep wait for it and then load the same file.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.net = _build(images.shape[1], self.classes, encoder_name, encoder_depth)
         self.train_seconds = 0.0
-        if path is not None and path.is_file():
-            self.net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
-            self.cached = True
-        else:
-            self._train(images, masks, device, progress)
-            self.cached = False
+        with contextlib.ExitStack() as stack:
             if path is not None:
-                blob = {"state_dict": self.net.state_dict(), "settings": self.settings, "data_hash": self.data_hash}
-                atomic_write(path, lambda fh: torch.save(blob, fh))
-                atomic_write(path.with_suffix(".json"),
-                                   lambda fh: fh.write(json.dumps({**self.settings, "data_hash": self.data_hash,
-                                                                   "train_seconds": self.train_seconds}).encode()))
+                stack.enter_context(file_lock(path))
+            if path is not None and path.is_file():
+                self.net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+                self.cached = True
+            else:
+                with torch.random.fork_rng(devices=[]):  # training draws from its own seeded streams only
+                    self._train(images, masks, device, progress)
+                self.net.to("cpu")
+                self.cached = False
+                if path is not None:
+                    blob = {"state_dict": self.net.state_dict(), "settings": self.settings, "data_hash": self.data_hash}
+                    atomic_write(path, lambda fh: torch.save(blob, fh))
+                    atomic_write(path.with_suffix(".json"),
+                                 lambda fh: fh.write(json.dumps({**self.settings, "data_hash": self.data_hash,
+                                                                 "train_seconds": self.train_seconds}).encode()))
         self.net.eval()
         self.model = self.net.encoder
         self.weights = (f"trained here on training split sha256={self.data_hash[:16]} "
                         f"({objective}, {steps} steps, seed={seed})")
-        self.weights_sha256 = None if path is None else f"cache:{path.name}"
+        self.weights_sha256 = self.weights_digest()  # of the parameters themselves, not of the settings
         self.feature_dim = self.net.encoder.out_channels[-1]
 
     def _train(self, images, masks, device, progress):
