@@ -61,11 +61,13 @@ class RunConfig:
                                       # jobs per machine (hydra/launcher=joblib): oversubscribed threads crawl
     evaluate: bool = True             # after training: sample, metrics, downstream, store record
     n_samples: Optional[int] = None   # synthetic images for evaluation; null = as many as the real test split
+    evaluate_step: Optional[int] = None  # checkpoint step to evaluate (null = the last); needs that snapshot kept
 
 
 @dataclass
 class EvaluateConfig:
     run_dir: str = MISSING
+    step: Optional[int] = None        # checkpoint step to evaluate (null = the latest valid checkpoint)
     device: str = "auto"
     paths: PathsConfig = field(default_factory=PathsConfig)
     overrides: Any = field(default_factory=dict)  # e.g. {metrics: {...}} to re-evaluate with other metric settings
@@ -83,6 +85,22 @@ class EvaluateFolderConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
     device: str = "auto"
+
+
+@dataclass
+class MetricsConfig:
+    """Keys of the ``metrics`` group (``Any`` in the run schema so that extractor entries and option dicts stay
+    free-form; benchmark/validate.py checks those against the extractors and metric functions themselves)."""
+
+    seed: int = 0                      # KID subsets, FD_rr halves, bootstrap resamples
+    batch_size: int = 64               # sampling and feature-extraction batch
+    extractors: list[Any] = field(default_factory=list)    # [{name: <extractor>, <its options>, metrics: [...]}]
+    feature_metrics: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)  # keyword arguments of compute_feature_metrics
+    image_metrics: list[str] = field(default_factory=list)
+    image_options: dict[str, Any] = field(default_factory=dict)
+    generator_metrics: list[str] = field(default_factory=list)
+    generator_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from medsynbench.io import array_hash
 from medsynbench.io import sha256_file as file_sha256  # noqa: F401  (re-exported: extractors use it)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -102,6 +103,18 @@ class FeatureExtractor:
         feats = torch.cat(out).numpy().astype(np.float32) if out else np.zeros((0, self.feature_dim or 0), np.float32)
         self.feature_dim = feats.shape[1] if feats.size else self.feature_dim
         return feats
+
+    def weights_digest(self) -> str:
+        """SHA-256 of the network's actual parameters and buffers (computed once). Cached features are keyed by it,
+        so features made by one network never meet another network's, even under the same settings."""
+        if getattr(self, "_weights_digest", None) is None:
+            module = getattr(self, "net", None) or getattr(self, "model", None)
+            if module is None:
+                raise ValueError(f"{self.name}: no network to hash (set self.model or self.net)")
+            state = module.state_dict()
+            self._weights_digest = array_hash(*(state[k] for k in sorted(state)),
+                                              np.frombuffer(" ".join(sorted(state)).encode(), np.uint8))
+        return self._weights_digest
 
     def describe(self) -> dict:
         return {"name": self.name, "metric_suffix": self.metric_suffix, "standard_fid": self.standard_fid,
