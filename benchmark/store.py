@@ -59,8 +59,10 @@ def write_record(store_dir: str | Path, record: dict) -> Path:
             raise ValueError(f"results record is missing {key!r}")
     if record["status"] not in STATUSES:
         raise ValueError(f"status must be one of {STATUSES}, got {record['status']!r}")
-    rid = record_id(record["training_id"], record["evaluation_id"])
-    record = {"schema_version": SCHEMA_VERSION, "metrics": [], "downstream": [], **record, "record_id": rid}
+    # completed in place, so that the caller holds exactly what was stored
+    for key, default in (("schema_version", SCHEMA_VERSION), ("metrics", []), ("downstream", [])):
+        record.setdefault(key, default)
+    record["record_id"] = record_id(record["training_id"], record["evaluation_id"])
     record["recorded_at"] = _dt.datetime.now(_dt.timezone.utc).isoformat()
     path = record_path(store_dir, record["training_id"], record["evaluation_id"])
     atomic_write_json(path, record)
