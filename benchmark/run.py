@@ -24,9 +24,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.store import flatten_config, read_record, record_id, write_record
+from benchmark.store import flatten_config, read_record, record_id, record_path, write_record
 from benchmark.utils import atomic_write_json, git_commit, package_versions, resolve_device, stable_hash
-from medsynbench.io import file_lock
+from medsynbench.io import crash_point, file_lock, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ def _base_record(cfg: DictConfig, tid: str, eid: str, run_dir: Path | None) -> d
 def _finish(cfg: DictConfig, record: dict, eval_dir: Path | None) -> dict:
     """Store the record (idempotent: its file is named by the two ids), then its copy in the evaluation folder."""
     path = write_record(cfg.paths.store_dir, record)
+    crash_point("after_store_record")
     if eval_dir is not None:
         atomic_write_json(eval_dir / "record.json", record)
     log.info("run %s: status %s, record %s", record["training_id"], record["status"], path)
@@ -139,6 +140,12 @@ def _execute_locked(cfg, bundle, tid: str, eid: str, run_dir: Path, device, data
     from benchmark.train_loop import StopRequested, train
 
     eval_dir = run_dir / "evaluations" / eid
+    # what an earlier attempt killed mid-write left behind (this process holds the run lock; checkpoint and sample
+    # folders are cleaned by the training loop)
+    for folder, name in ((run_dir, None), (eval_dir, None), (record_path(cfg.paths.store_dir, tid, eid).parent,
+                                                             record_path(cfg.paths.store_dir, tid, eid).name)):
+        for tmp in remove_stale_temporaries(folder, name) if folder.is_dir() else []:
+            log.warning("removed %s, a partial file left by an interrupted attempt", tmp)
     done = read_record(cfg.paths.store_dir, tid, eid)
     if done is None and (eval_dir / "record.json").is_file():  # killed between the two writes, or a new store
         done = json.loads((eval_dir / "record.json").read_text())

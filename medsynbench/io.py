@@ -6,9 +6,12 @@ a writer killed mid-way leaves only a hidden ``.name.*.tmp`` behind (removed by 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import glob
 import hashlib
 import json
 import os
+import signal
 import tempfile
 from pathlib import Path
 
@@ -27,6 +30,7 @@ def atomic_write(path: Path, write) -> None:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        crash_point(f"write:{path.name}")  # the file is complete but not yet in place
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -77,17 +81,26 @@ def array_hash(*arrays) -> str:
     return h.hexdigest()
 
 
-def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete the hidden ``.name.*.tmp`` files that a writer killed mid-way left in ``folder`` (not recursive).
+def remove_stale_temporaries(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+    """Delete the hidden ``.name.*.tmp`` files that a writer killed mid-way left in ``folder`` (not recursive): all of
+    them, or only those of the file ``name``.
 
-    Call it only where no other process can be writing into ``folder`` at the same time (e.g. a run directory whose
-    run lock this process holds)."""
+    Call it only where no other process can be writing the same files at the same time (a run directory whose run
+    lock this process holds; a shared artefact whose file lock it holds)."""
     removed = []
-    for tmp in Path(folder).glob(".*.tmp"):
+    for tmp in Path(folder).glob(f".{glob.escape(name)}.*.tmp" if name else ".*.tmp"):
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
             removed.append(tmp)
     return removed
+
+
+def crash_point(label: str) -> None:
+    """Fault injection for the crash-consistency tests: when ``MEDSYNBENCH_CRASH_AT`` (a glob pattern) matches
+    ``label``, the process kills itself with SIGKILL right here, as ``kill -9`` would. A no-op otherwise."""
+    pattern = os.environ.get("MEDSYNBENCH_CRASH_AT")
+    if pattern and fnmatch.fnmatchcase(label, pattern):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,8 @@ from typing import Callable
 
 import numpy as np
 
-from medsynbench.io import array_hash, atomic_write, content_hash, file_lock  # noqa: F401  (re-exported)
+from medsynbench.io import (array_hash, atomic_write, content_hash, file_lock,  # noqa: F401  (re-exported)
+                            remove_stale_temporaries)
 
 
 class FeatureCache:
@@ -28,6 +29,8 @@ class FeatureCache:
         one that computes it (file lock) instead of computing it side by side."""
         path = self.path_for(key)
         with file_lock(path):
+            for name in (path.name, path.with_suffix(".json").name):  # left by a writer killed mid-way
+                remove_stale_temporaries(path.parent, name)
             return self._get_or_compute(path, key, fn)
 
     def _get_or_compute(self, path: Path, key: dict, fn: Callable[[], np.ndarray]) -> np.ndarray:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from medsynbench.io import atomic_write, file_lock
+from medsynbench.io import atomic_write, file_lock, remove_stale_temporaries
 from metrics.cache import array_hash, content_hash
 from metrics.extractors import register_extractor
 from metrics.extractors.base import FeatureExtractor, Preprocess
@@ -72,6 +72,8 @@ class UNetEncoder(FeatureExtractor):
         with contextlib.ExitStack() as stack:
             if path is not None:
                 stack.enter_context(file_lock(path))
+                for name in (path.name, path.with_suffix(".json").name):  # left by a writer killed mid-way
+                    remove_stale_temporaries(path.parent, name)
             if path is not None and path.is_file():
                 self.net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
                 self.cached = True
