@@ -15,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from benchmark.config import register_configs
+from benchmark.config import EvaluateFolderConfig, RunConfig, register_configs
 
 register_configs()
 CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
@@ -55,7 +55,9 @@ def evaluate_app(cfg: DictConfig) -> None:
 def evaluate_folder_app(cfg: DictConfig) -> None:
     """Score a folder of images against a dataset config and append a record."""
     from benchmark.evaluate_folder import evaluate_folder
+    from benchmark.validate import validate_evaluate_folder_config
 
+    validate_evaluate_folder_config(cfg)  # unknown keys fail here, before any image is read
     record = evaluate_folder(cfg)
     summary = {m["metric"]: round(m["value"], 5) for m in record["metrics"]}
     print(f"[medsynbench] {record['run_id']}: {json.dumps(summary)}")
@@ -63,13 +65,17 @@ def evaluate_folder_app(cfg: DictConfig) -> None:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="leaderboard")
 def leaderboard_app(cfg: DictConfig) -> None:
-    """Print and write a leaderboard (Markdown + CSV) of one metric from the results store."""
+    """Print and write a leaderboard (Markdown + CSV + JSON sidecar) of one or more metrics from the results store."""
+    from omegaconf import OmegaConf
+
     from benchmark.leaderboard import write_leaderboard
 
-    _, text, path = write_leaderboard(cfg.paths.store_dir, cfg.paths.leaderboard_dir, cfg.metric,
-                                      list(cfg.group_by), cfg.include_failed)
+    metric = OmegaConf.to_container(cfg.metric) if OmegaConf.is_list(cfg.metric) else str(cfg.metric)
+    group_by = None if cfg.group_by is None else list(cfg.group_by)
+    _, text, path = write_leaderboard(cfg.paths.store_dir, cfg.paths.leaderboard_dir, metric, group_by,
+                                      cfg.include_failed, OmegaConf.to_container(cfg.filter), cfg.ci)
     print(text)
-    print(f"[medsynbench] written {path} and {path.with_suffix('.csv')}")
+    print(f"[medsynbench] written {path}, {path.with_suffix('.csv').name} and {path.with_suffix('.json').name}")
 
 
 COMMANDS = {
@@ -101,7 +107,66 @@ def main(argv: list[str] | None = None) -> None:
         print(f"unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
     sys.argv = [f"medsynbench {command}", *rest]
-    COMMANDS[command][0]()
+    try:
+        COMMANDS[command][0]()
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            _explain_schema_error(command, rest)
+        raise
+
+
+SCHEMAS = {"train": "config", "evaluate-folder": "evaluate_folder"}
+
+
+def _explain_schema_error(command: str, args: list[str]) -> None:
+    """Hydra refuses a misspelt key of a typed group while composing (``Key 'imag_size' not in 'DataConfig'``) and
+    names the file, but not the valid keys. Compose again (first value of each sweep) to find such an error, and
+    print the valid keys of that node with the closest match."""
+    import difflib
+    import re
+
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import ConfigCompositionException
+    from omegaconf import OmegaConf
+
+    if command not in SCHEMAS:
+        return
+    config_dirs, overrides, it = [], [], iter(args)
+    for arg in it:
+        if arg in ("--config-dir", "-cd"):
+            config_dirs.append(next(it, ""))
+        elif arg.startswith("--config-dir="):
+            config_dirs.append(arg.split("=", 1)[1])
+        elif arg.startswith("-") or arg.startswith(("hydra.", "hydra/", "+hydra")):
+            continue
+        else:  # a sweep a,b,c: its first value composes like every other
+            key, _, value = arg.partition("=")
+            overrides.append(f"{key}={value.split(',')[0]}" if "," in value and "[" not in value else arg)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
+            if config_dirs:
+                paths = ",".join(f"file://{Path(d).resolve()}" for d in config_dirs)
+                overrides.append(f"hydra.searchpath=[{paths}]")
+            compose(config_name=SCHEMAS[command], overrides=overrides)
+    except ConfigCompositionException as err:
+        found = re.search(r"full_key: (\S+)", str(err.__cause__ or err))
+        if not found:
+            return
+        parent, _, bad = found.group(1).rpartition(".")
+        base = OmegaConf.structured(RunConfig if command == "train" else EvaluateFolderConfig)
+        node = OmegaConf.select(base, parent) if parent else base
+        if OmegaConf.is_dict(node):
+            valid = sorted(str(k) for k in node.keys())
+            close = difflib.get_close_matches(bad, valid, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            print(f"[medsynbench] unknown key {found.group(1)!r}.{hint} Valid keys of {parent or 'the config'}: "
+                  f"{', '.join(valid)}", file=sys.stderr)
+    except Exception:  # the explanation is a courtesy: never hide Hydra's own message behind a second error
+        return
+    finally:
+        GlobalHydra.instance().clear()
 
 
 if __name__ == "__main__":

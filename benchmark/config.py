@@ -105,9 +105,11 @@ class MetricsConfig:
 
 @dataclass
 class LeaderboardConfig:
-    metric: str = MISSING
-    group_by: list[str] = field(default_factory=lambda: ["gan.name", "dataset.name", "data.train_size"])
-    include_failed: bool = False
+    metric: Any = MISSING                    # a name or a list [kid_unet,fd_unet,...]; ranked by the first
+    group_by: Optional[list[str]] = None     # null = every config key that differs (seeds only are averaged)
+    filter: dict[str, Any] = field(default_factory=dict)  # +filter.dataset.name=kvasir +filter.gan.name=[a,b]
+    include_failed: bool = False             # also diverged/failed runs (or filter.status=...)
+    ci: float = 0.95                         # Student-t confidence level over seeds
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 

@@ -12,6 +12,9 @@ from omegaconf import OmegaConf
 from benchmark.data.types import DatasetBundle, ImageSet
 
 log = logging.getLogger(__name__)
+# What an evaluation adds to a results record (beside the timings).
+EVALUATION_FIELDS = ("metrics", "downstream", "collapsed", "collapse_reasons", "collapse_check", "artifacts",
+                     "n_samples", "mask_source")
 
 
 def sample_imageset(gan, n: int, seed: int, bundle: DatasetBundle, batch_size: int) -> ImageSet:
@@ -74,6 +77,7 @@ def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: 
     Artefacts (the memorisation closest-pairs grid) are written to ``out_dir`` when given and listed in the result."""
     from downstream import run_downstream
     from metrics import FeatureCache, compute_feature_metrics, compute_image_metrics, get_extractor
+    from metrics.collapse import detect_collapse
 
     mcfg = OmegaConf.to_container(cfg.metrics, resolve=True)
     batch_size = mcfg.get("batch_size", 64)
@@ -132,10 +136,14 @@ def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: 
                                         real_test=bundle.test, num_mask_classes=bundle.num_mask_classes,
                                         num_classes=bundle.num_classes, device=str(device), seed=cfg.seed)
     timings["downstream_s"] = time.perf_counter() - t0
+    collapse = detect_collapse(metric_records)
+    if collapse["collapsed"]:
+        log.warning("generator flagged as collapsed: %s", "; ".join(collapse["reasons"]))
     for rec in metric_records:
         log.info("metric %s = %.5g (%s)", rec["metric"], rec["value"], rec.get("extractor"))
     for rec in downstream_records:
         if not rec.get("skipped"):
             log.info("downstream %s@%s = %.4f", rec["metric"], rec.get("train_on"), rec["value"])
     return {"metrics": metric_records, "downstream": downstream_records, "timings": timings,
-            "n_samples": len(synthetic), "artifacts": artifacts}
+            "n_samples": len(synthetic), "artifacts": artifacts, "collapsed": collapse["collapsed"],
+            "collapse_reasons": collapse["reasons"], "collapse_check": collapse}

@@ -44,7 +44,7 @@ def load_image_folder(folder: str | Path, data_cfg, limit: int | None = None, pr
 
 def evaluate_folder(cfg) -> dict:
     from benchmark.data import load_dataset
-    from benchmark.evaluate import evaluate_synthetic
+    from benchmark.evaluate import EVALUATION_FIELDS, evaluate_synthetic
 
     device = resolve_device(cfg.device)
     bundle = load_dataset(cfg.dataset, cfg.data)
@@ -59,12 +59,12 @@ def evaluate_folder(cfg) -> dict:
     tid = f"folder-{name}-{array_hash(synthetic.images)[:10]}"
     eid = "e" + stable_hash({k: v for k, v in flat.items() if not k.startswith(("paths.", "device", "folder", "name"))})
     record = {
-        "run_id": tid, "training_id": tid, "evaluation_id": eid, "run_dir": str(cfg.folder), "experiment": "evaluate-folder",
-        "seed": cfg.seed, "dataset": cfg.dataset.name, "gan": f"folder:{name}", "train_size": None,
-        "status": "completed", "config": {**flat, "gan.name": f"folder:{name}"}, "data": bundle.meta,
-        "n_synthetic": len(synthetic), "versions": package_versions(), "git_commit": git_commit(),
-        "device": str(device), "metrics": evaluation["metrics"], "downstream": evaluation["downstream"],
-        "timings": evaluation["timings"],
+        "run_id": tid, "training_id": tid, "evaluation_id": eid, "run_dir": str(cfg.folder),
+        "experiment": "evaluate-folder", "seed": cfg.seed, "dataset": cfg.dataset.name, "gan": f"folder:{name}",
+        "train_size": None, "status": "completed", "config": {**flat, "gan.name": f"folder:{name}"},
+        "data": bundle.meta, "n_synthetic": len(synthetic), "versions": package_versions(), "git_commit": git_commit(),
+        "device": str(device), "timings": evaluation["timings"],
+        **{k: evaluation[k] for k in EVALUATION_FIELDS if k in evaluation},
     }
     write_record(cfg.paths.store_dir, record)
     return record

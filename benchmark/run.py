@@ -24,16 +24,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.store import flatten_config, read_record, record_id, record_path, write_record
+from benchmark.store import VOLATILE_KEYS, flatten_config, read_record, record_id, record_path, write_record
 from benchmark.utils import atomic_write_json, git_commit, package_versions, resolve_device, stable_hash
 from medsynbench.io import crash_point, file_lock, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
-# Keys that change neither the weights nor the numbers: in neither id (moving the results folder or the dataset,
+# Keys that change neither the weights nor the numbers are in neither id (moving the results folder or the dataset,
 # the progress bar, the snapshot cadence, the device choice and the thread count never start a run anew).
-VOLATILE = ("paths", "dataset.root", "train.progress", "train.log_every", "train.stop_after", "train.sample_every",
-            "train.sample_grid", "train.checkpoint_every", "train.keep_checkpoints", "device", "num_threads")
+VOLATILE = VOLATILE_KEYS
 # Keys of the evaluation id; every other key (and the data's content) is part of the training id.
 EVALUATION_KEYS = ("metrics", "downstream", "n_samples", "evaluate_step", "experiment_name", "evaluate")
 NO_EVALUATION = "none"  # evaluation id of a run launched with evaluate=false
@@ -104,7 +103,9 @@ def _finish(cfg: DictConfig, record: dict, eval_dir: Path | None) -> dict:
 
 def execute_run(cfg: DictConfig, raise_on_failure: bool = True) -> dict:
     from benchmark.data import load_dataset
+    from benchmark.validate import validate_run_config
 
+    validate_run_config(cfg)  # a misspelt key in any group stops here, before data, training or any record
     t_start = time.perf_counter()
     if cfg.get("num_threads"):
         import torch
@@ -136,7 +137,7 @@ def execute_run(cfg: DictConfig, raise_on_failure: bool = True) -> dict:
 
 def _execute_locked(cfg, bundle, tid: str, eid: str, run_dir: Path, device, data_s: float, t_start: float,
                     raise_on_failure: bool) -> dict:
-    from benchmark.evaluate import evaluate_gan
+    from benchmark.evaluate import EVALUATION_FIELDS, evaluate_gan
     from benchmark.train_loop import StopRequested, train
 
     eval_dir = run_dir / "evaluations" / eid
@@ -187,8 +188,7 @@ def _execute_locked(cfg, bundle, tid: str, eid: str, run_dir: Path, device, data
                 gan = _load_generator(run_dir, step, device)
             record["evaluated_step"] = step
             evaluation = evaluate_gan(cfg, gan, bundle, device, eval_dir)
-            for key in ("metrics", "downstream", "collapsed", "collapse_reasons", "artifacts", "n_samples",
-                        "mask_source"):
+            for key in EVALUATION_FIELDS:
                 if key in evaluation:
                     record[key] = evaluation[key]
             record["timings"].update(evaluation["timings"])

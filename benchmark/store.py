@@ -20,6 +20,11 @@ from omegaconf import DictConfig, OmegaConf
 from benchmark.utils import atomic_write_json
 
 SCHEMA_VERSION = 2
+# Config keys that change neither a generator's weights nor any number computed from it: part of no run id and
+# never a reason to keep two leaderboard rows apart (where things live, progress bars, snapshot cadence, device).
+VOLATILE_KEYS = ("paths", "dataset.root", "device", "num_threads", "train.progress", "train.log_every",
+                 "train.stop_after", "train.sample_every", "train.sample_grid", "train.checkpoint_every",
+                 "train.keep_checkpoints", "downstream.progress")
 STATUSES = ("completed", "diverged", "failed")
 
 
@@ -110,7 +115,8 @@ def metric_table(records: list[dict]) -> pd.DataFrame:
                 "dataset": rec.get("dataset"), "train_size": rec.get("train_size"), "gan": rec.get("gan"),
                 "recorded_at": rec.get("recorded_at")}
         base.update({f"cfg.{k}": v for k, v in rec["config"].items()})
-        for m in rec.get("metrics", []):
+        for m in rec.get("metrics", []):  # a metric's own seed (KID subsets, bootstrap) must not hide the run's
+            m = {("metric_seed" if k == "seed" else k): v for k, v in m.items()}
             rows.append({**base, **m})
         for d in rec.get("downstream", []):
             if d.get("skipped"):

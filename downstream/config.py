@@ -70,6 +70,14 @@ class ClassificationSettings(TrainSettings):
 SETTINGS = {"none": NoneSettings, "segmentation": SegmentationSettings, "classification": ClassificationSettings}
 
 
+def settings_class(raw) -> type[TrainSettings]:
+    """The settings dataclass (the schema) of a ``downstream`` mapping, chosen by its ``task`` key."""
+    task = raw.get("task", "none" if not raw else None)
+    if task not in SETTINGS:
+        raise ValueError(f"downstream.task={task!r} is not a known task; choose one of {sorted(SETTINGS)}")
+    return SETTINGS[task]
+
+
 def parse_settings(task_cfg) -> TrainSettings:
     """DictConfig / dict of the ``downstream`` group -> the task's settings dataclass (unknown keys raise)."""
     if task_cfg is None:
@@ -77,10 +85,8 @@ def parse_settings(task_cfg) -> TrainSettings:
     if isinstance(task_cfg, TrainSettings):
         return task_cfg
     raw = OmegaConf.to_container(task_cfg, resolve=True) if isinstance(task_cfg, DictConfig) else dict(task_cfg)
-    task = raw.get("task", "none" if not raw else None)
-    if task not in SETTINGS:
-        raise ValueError(f"downstream.task={task!r} is not a known task; choose one of {sorted(SETTINGS)}")
-    cls = SETTINGS[task]
+    cls = settings_class(raw)
+    task = cls().task
     valid = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - valid)
     if unknown:

@@ -5,6 +5,9 @@ import os
 import subprocess
 import sys
 
+import pandas as pd
+import pytest
+
 from benchmark.store import load_records
 from tests.conftest import REPO, SMOKE
 
@@ -42,13 +45,39 @@ def test_multirun_four_records_and_a_leaderboard(tmp_path):
     board = _cli("leaderboard", f"metric={metric}", "group_by=[gan.name,data.train_size]",
                  f"paths.results_dir={results}")
     assert board.returncode == 0, board.stderr
-    assert f"Leaderboard: `{metric}`" in board.stdout and " ± " in board.stdout
-    md = results / "leaderboards" / f"{metric}.md"
-    csv = md.with_suffix(".csv")
-    assert md.is_file() and csv.is_file()
-    lines = csv.read_text().splitlines()
-    assert len(lines) == 3  # header + one row per train size, seeds averaged
-    assert all(",2," in line for line in lines[1:])  # n_seeds = 2
+    assert f"`{metric}`" in board.stdout and " ± " in board.stdout
+    (md,) = (results / "leaderboards").glob(f"{metric}-*.md")
+    rows = pd.read_csv(md.with_suffix(".csv"))
+    assert len(rows) == 2  # one row per train size, seeds averaged
+    assert rows[f"{metric}_n_seeds"].tolist() == [2, 2]
+
+
+def test_two_seeds_plus_a_reevaluation_and_another_image_size(tmp_path):
+    """`train seed=0,1` + `evaluate` of seed 0 is still two seeds with the right mean; a run at another image size
+    is a row of its own, never a third seed."""
+    results = tmp_path / "results"
+    smoke = [o for o in SMOKE if not o.startswith("data.image_size")]
+    run = _cli("train", "--multirun", *smoke, "data.image_size=32", "data.train_size=16", "seed=0,1",
+               f"paths.results_dir={results}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    other = _cli("train", *smoke, "data.image_size=64", "data.train_size=16", "seed=0", f"paths.results_dir={results}")
+    assert other.returncode == 0, other.stderr[-3000:]
+    seed0 = next(r for r in load_records(results / "store")
+                 if r["seed"] == 0 and r["config"]["data.image_size"] == 32)
+    ev = _cli("evaluate", f"run_dir={seed0['run_dir']}", "device=cpu", f"paths.results_dir={results}")
+    assert ev.returncode == 0, ev.stderr[-3000:]
+    records = load_records(results / "store")
+    assert len(records) == 3  # the re-evaluation replaced seed 0's record
+    fd = {(r["config"]["data.image_size"], r["seed"]): next(m["value"] for m in r["metrics"]
+                                                           if m["metric"] == "fd_random_cnn") for r in records}
+    board = _cli("leaderboard", "metric=[fd_random_cnn,kid_random_cnn]", f"paths.results_dir={results}")
+    assert board.returncode == 0, board.stderr[-3000:]
+    (csv,) = (results / "leaderboards").glob("fd_random_cnn*.csv")
+    rows = pd.read_csv(csv).set_index("data.image_size")
+    assert rows.loc[32, "fd_random_cnn_n_seeds"] == 2 and rows.loc[64, "fd_random_cnn_n_seeds"] == 1
+    assert rows.loc[32, "fd_random_cnn_mean"] == pytest.approx((fd[32, 0] + fd[32, 1]) / 2, rel=1e-12)
+    assert rows.loc[64, "fd_random_cnn_mean"] == pytest.approx(fd[64, 0], rel=1e-12)
+    assert "kid_random_cnn_mean" in rows.columns
 
 
 def test_evaluate_command_rebuilds_from_run_dir(tmp_path):

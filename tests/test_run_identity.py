@@ -15,7 +15,7 @@ from PIL import Image
 
 from benchmark.run import execute_run
 from benchmark.store import load_records
-from tests.conftest import REPO, SMOKE, compose_config
+from tests.conftest import REPO, compose_config
 
 MINI = REPO / "data" / "isic2018_mini"
 
