@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from benchmark.train_loop import CKPT_RE
+from medsynbench.checkpoints import CheckpointError, checkpoint_paths, checkpoint_step
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +33,14 @@ def fd_over_checkpoints(run_dir: str | Path, extractor: dict | None = None, n_sa
                         seed=cfg.metrics.get("seed", 0), **ext_cfg)
     real = ext.features(bundle.test.images, device=device, progress=False)
     n = n_samples or len(bundle.test)
-    checkpoints = sorted((int(m.group(1)), p) for p in (run_dir / "checkpoints").glob("step_*.pt")
-                         if (m := CKPT_RE.search(p.name)))
     rows = []
-    for step, path in checkpoints:
-        _, gan, _ = load_run(run_dir, dev, checkpoint=path)
+    for path in checkpoint_paths(run_dir):
+        step = checkpoint_step(path)
+        try:
+            _, gan, _ = load_run(run_dir, dev, checkpoint=path)
+        except CheckpointError as exc:
+            log.warning("skipping %s", exc)
+            continue
         gan.eval()
         fake = sample_imageset(gan, n, seed=cfg.seed + 1_000_003, bundle=bundle, batch_size=64)
         fd = frechet_distance(real, ext.features(fake.images, device=device, progress=False))

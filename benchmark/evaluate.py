@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 from benchmark.data.types import DatasetBundle, ImageSet
+from gans import draw_train_masks
 
 log = logging.getLogger(__name__)
 # What an evaluation adds to a results record (beside the timings).
@@ -18,12 +19,15 @@ EVALUATION_FIELDS = ("metrics", "downstream", "collapsed", "collapse_reasons", "
 
 
 def sample_imageset(gan, n: int, seed: int, bundle: DatasetBundle, batch_size: int) -> ImageSet:
-    """n synthetic samples; conditional GANs get labels drawn with the real training label frequencies."""
+    """n synthetic samples; conditional GANs get labels drawn with the real training label frequencies, mask-conditioned
+    GANs get real training masks (``gan.mask_source`` says where a sample's mask came from)."""
     labels = None
     if getattr(gan, "num_classes", 0) and bundle.train.labels is not None:
         g = torch.Generator().manual_seed(seed)
         labels = bundle.train.labels[torch.randint(len(bundle.train), (n,), generator=g)]
-    out = gan.sample(n, seed=seed, labels=labels, batch_size=batch_size)
+    # a mask-conditioned generator (SPADE) draws images for real training masks, as the empirical study did
+    masks = draw_train_masks(bundle.train.masks, n, seed) if getattr(gan, "takes_masks", False) else None
+    out = gan.sample(n, seed=seed, labels=labels, masks=masks, batch_size=batch_size)
     return ImageSet(images=out["images"].float(), masks=out.get("masks"), labels=out.get("labels", labels),
                     ids=[f"synthetic_{i:06d}" for i in range(n)])
 
@@ -50,6 +54,10 @@ def evaluate_gan(cfg, gan, bundle: DatasetBundle, device: torch.device, out_dir:
     sample_s = time.perf_counter() - t0
     result = evaluate_synthetic(cfg, synthetic, bundle, device, out_dir)
     result["timings"]["sample_s"] = sample_s
+    result["mask_source"] = getattr(gan, "mask_source", None)
+    for row in result["downstream"]:
+        if "synthetic" in str(row.get("train_on", "")):
+            row["mask_source"] = result["mask_source"]
     result["metrics"] += generator_metrics(cfg, gan, device, result["timings"])
     return result
 

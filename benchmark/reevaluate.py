@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from pathlib import Path
 
@@ -12,25 +11,45 @@ from omegaconf import OmegaConf
 
 from benchmark.store import flatten_config, write_record
 from benchmark.utils import atomic_write_json, git_commit, package_versions, resolve_device
+from medsynbench.checkpoints import checkpoint_path, checkpoint_step
 
 log = logging.getLogger(__name__)
 
 
 def load_run(run_dir: str | Path, device: torch.device, checkpoint: str | Path | None = None):
-    """(config, gan, checkpoint path) of a run directory; the GAN is rebuilt from the checkpoint's model_args."""
-    from benchmark.train_loop import latest_checkpoint
+    """(config, gan, checkpoint path) of a run directory; the GAN is rebuilt from the checkpoint's model_args.
+
+    Checkpoints load weights-only and are verified (:mod:`medsynbench.checkpoints`); only registered GAN classes are
+    built. With ``checkpoint`` that file is used or a :class:`CheckpointError` names what is wrong with it; without,
+    the newest valid checkpoint is used, skipping invalid ones with a warning that names each."""
     from gans import build_from_args
+    from medsynbench.checkpoints import CheckpointError, checkpoint_paths, latest_valid_checkpoint, load_checkpoint
 
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{cfg_path} not found: {run_dir} is not a medsynbench run directory")
     cfg = OmegaConf.load(cfg_path)
-    ckpt_path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
-    if ckpt_path is None or not ckpt_path.is_file():
-        raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}: the run has not saved any step yet")
-    ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
-    gan = build_from_args(ckpt["model_args"])
+    if checkpoint:
+        ckpt_path = Path(checkpoint)
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"checkpoint {ckpt_path} not found")
+        ckpt = load_checkpoint(ckpt_path, map_location=device)
+    else:
+        problems: list[str] = []
+        found = latest_valid_checkpoint(run_dir, map_location=device, skipped=problems)
+        if found is None:
+            have = checkpoint_paths(run_dir)
+            if not have:
+                raise FileNotFoundError(f"no checkpoint in {run_dir / 'checkpoints'}: "
+                                        "the run has not saved any step yet")
+            raise CheckpointError(have[-1], f"no valid checkpoint in {run_dir / 'checkpoints'}; "
+                                            + "; ".join(problems))
+        ckpt_path, ckpt = found
+    try:
+        gan = build_from_args(ckpt["model_args"])
+    except ValueError as exc:
+        raise CheckpointError(ckpt_path, str(exc)) from exc
     gan.load_state_dict(ckpt["state_dict"])
     return cfg, gan.to(device), ckpt_path
 
@@ -41,20 +60,20 @@ def evaluate_run_dir(ecfg) -> dict:
     The record is stored under (the run's training id, the evaluation id of the merged config and the step), so
     evaluating the same way twice replaces the record rather than adding a copy."""
     from benchmark.data import load_dataset
-    from benchmark.evaluate import evaluate_gan
+    from benchmark.evaluate import EVALUATION_FIELDS, evaluate_gan
     from benchmark.run import evaluation_id
 
     device = resolve_device(ecfg.device)
     run_dir = Path(ecfg.run_dir)
     checkpoint = None
     if ecfg.get("step") is not None:
-        checkpoint = run_dir / "checkpoints" / f"step_{int(ecfg.step):07d}.pt"
+        checkpoint = checkpoint_path(run_dir, int(ecfg.step))
     cfg, gan, ckpt_path = load_run(run_dir, device, checkpoint)
-    step = int(re.search(r"step_(\d+)\.pt$", Path(ckpt_path).name).group(1))
+    step = checkpoint_step(ckpt_path)  # load_run verified that the file's step matches its name
     cfg = OmegaConf.merge(cfg, ecfg.overrides or {})
     cfg.paths = ecfg.paths
     cfg.evaluate = True
-    cfg.evaluate_step = step
+    cfg.evaluate_step = None if step == cfg.train.steps else step  # null = the last step, as `train` records it
     bundle = load_dataset(cfg.dataset, cfg.data)
     training_file = run_dir / "training.json"
     if training_file.is_file():  # the data must be what the generator was trained on
@@ -74,8 +93,7 @@ def evaluate_run_dir(ecfg) -> dict:
         "train_size": cfg.data.train_size, "status": "completed", "evaluated_from": str(ckpt_path),
         "evaluated_step": step, "evaluation_only": True, "config": flatten_config(cfg), "data": bundle.meta,
         "versions": package_versions(), "git_commit": git_commit(), "device": str(device),
-        **{k: evaluation[k] for k in ("metrics", "downstream", "collapsed", "collapse_reasons", "artifacts",
-                                      "n_samples", "mask_source") if k in evaluation},
+        **{k: evaluation[k] for k in EVALUATION_FIELDS if k in evaluation},
         "timings": {**evaluation["timings"], "total_s": time.perf_counter() - t0},
     }
     write_record(ecfg.paths.store_dir, record)

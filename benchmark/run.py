@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from benchmark.store import VOLATILE_KEYS, flatten_config, read_record, record_id, record_path, write_record
 from benchmark.utils import atomic_write_json, git_commit, package_versions, resolve_device, stable_hash
+from medsynbench.checkpoints import checkpoint_path, checkpoint_paths
 from medsynbench.io import crash_point, file_lock, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
@@ -215,10 +216,10 @@ def _load_generator(run_dir: Path, step: int, device):
     """The trained GAN at checkpoint ``step`` of a run directory (weights-only, verified load)."""
     from benchmark.reevaluate import load_run
 
-    path = run_dir / "checkpoints" / f"step_{step:07d}.pt"
+    path = checkpoint_path(run_dir, step)
     if not path.is_file():
-        have = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*.pt"))
+        have = ", ".join(p.name for p in checkpoint_paths(run_dir)) or "none"
         raise FileNotFoundError(f"{path}: no checkpoint of step {step} (evaluate_step={step}); this run has "
-                                f"{', '.join(have) or 'none'} (keep every snapshot with train.keep_checkpoints=true)")
+                                f"{have} (keep every snapshot with train.keep_checkpoints=true)")
     _, gan, _ = load_run(run_dir, device, checkpoint=path)
     return gan

@@ -10,8 +10,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,10 +21,15 @@ from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
 from benchmark.data.types import DatasetBundle
-from benchmark.utils import atomic_torch_save, autocast_context, rng_state, seed_everything, set_rng_state
+from benchmark.utils import rng_state, seed_everything, set_rng_state
+from gans import draw_train_masks
+from medsynbench.amp import Amp
+from medsynbench.checkpoints import (CHECKPOINT_RE, CheckpointError, CheckpointWarning, checkpoint_path,
+                                     checkpoint_paths, latest_valid_checkpoint)
+from medsynbench.io import atomic_torch_save, atomic_write, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
-CKPT_RE = re.compile(r"step_(\d+)\.pt$")
+CKPT_RE = CHECKPOINT_RE  # kept for callers of the old name
 
 
 class Diverged(RuntimeError):
@@ -78,14 +83,16 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor
 
 
 def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = [(int(m.group(1)), p) for p in (run_dir / "checkpoints").glob("step_*.pt") if (m := CKPT_RE.search(p.name))]
-    return max(found)[1] if found else None
+    """The newest ``checkpoints/step_*.pt`` of a run (not verified: see :func:`latest_valid_checkpoint`)."""
+    found = checkpoint_paths(run_dir)
+    return found[-1] if found else None
 
 
 def save_checkpoint(run_dir: Path, gan, optimizers: dict, step: int, keep_all: bool, extra: dict) -> Path:
-    path = run_dir / "checkpoints" / f"step_{step:07d}.pt"
+    """Atomically write the snapshot of ``step``: tensors and plain values only (loads with ``weights_only=True``)."""
+    path = checkpoint_path(run_dir, step)
     atomic_torch_save({
-        "step": step,
+        "step": int(step),
         "model_args": gan.model_args(),
         "state_dict": gan.state_dict(),
         "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
@@ -93,15 +100,47 @@ def save_checkpoint(run_dir: Path, gan, optimizers: dict, step: int, keep_all: b
         **extra,
     }, path)
     if not keep_all:
-        for old in (run_dir / "checkpoints").glob("step_*.pt"):
+        for old in checkpoint_paths(run_dir):
             if old != path:
                 old.unlink(missing_ok=True)
     return path
 
 
+def _resume_check(gan, optimizers: dict):
+    """Reject (so that the loop falls back to an older one) a checkpoint that does not fit this model."""
+    own = {k: tuple(v.shape) for k, v in gan.state_dict().items()}
+
+    def check(path: Path, ckpt: dict) -> None:
+        theirs = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items()}
+        if theirs != own:
+            diff = sorted(set(own) ^ set(theirs)) or sorted(k for k in own if own[k] != theirs[k])
+            raise CheckpointError(path, f"its state_dict does not fit this model (differs at {diff[:5]})")
+        missing = sorted(set(optimizers) - set(ckpt["optimizers"]))
+        if missing:
+            raise CheckpointError(path, f"no optimizer state for {missing}")
+    return check
+
+
+def _clean_temporaries(run_dir: Path) -> None:
+    """Delete the hidden ``.step_*.tmp`` files a writer killed mid-way left (this process owns the run dir)."""
+    for folder in (run_dir / "checkpoints", run_dir / "samples"):
+        if folder.is_dir():
+            removed = remove_stale_temporaries(folder)
+            if removed:
+                log.warning("removed %d stale temporary file(s) left by an interrupted write: %s", len(removed),
+                            ", ".join(p.name for p in removed))
+
+
+def _sample_masks(gan, bundle: DatasetBundle, n: int, seed: int):
+    """Mask-conditioned models draw sample grids from real training masks too (as evaluation does)."""
+    if getattr(gan, "takes_masks", False) and bundle.train.masks is not None:
+        return draw_train_masks(bundle.train.masks, n, seed)
+    return None
+
+
 def save_sample_grid(gan, path: Path, n: int, seed: int, bundle: DatasetBundle) -> None:
     """Fixed latents (same seed every time) so grids from successive snapshots are comparable."""
-    out = gan.sample(n, seed=seed, batch_size=n)
+    out = gan.sample(n, seed=seed, batch_size=n, masks=_sample_masks(gan, bundle, n, seed))
     images = (out["images"].float() + 1) / 2
     if images.shape[1] not in (1, 3):
         images = images[:, :1]
@@ -110,9 +149,9 @@ def save_sample_grid(gan, path: Path, n: int, seed: int, bundle: DatasetBundle) 
         masks = out["masks"].float().unsqueeze(1) / (bundle.num_mask_classes - 1)
         tiles.append(masks.expand(-1, images.shape[1], -1, -1))
     grid = torch.stack(tiles, dim=1).flatten(0, 1)  # image, mask, image, mask, ...
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(grid.clamp(0, 1), path, nrow=2 * int(math.ceil(math.sqrt(n))) if len(tiles) > 1 else
-               int(math.ceil(math.sqrt(n))))
+    atomic_write(path, lambda fh: save_image(grid.clamp(0, 1), fh, format="png",
+                                             nrow=2 * int(math.ceil(math.sqrt(n))) if len(tiles) > 1 else
+                                             int(math.ceil(math.sqrt(n)))))
 
 
 def train(cfg, bundle: DatasetBundle, run_dir: Path, device: torch.device) -> TrainResult:
@@ -124,21 +163,31 @@ def train(cfg, bundle: DatasetBundle, run_dir: Path, device: torch.device) -> Tr
     gan = build_gan(cfg, bundle, device)
     optimizers = gan.configure_optimizers(lr_g=tcfg.lr_g, lr_d=tcfg.lr_d, betas=tuple(tcfg.betas),
                                           optimizer=tcfg.optimizer)
-    start_step, resumed_from, ckpt_path = 0, None, latest_checkpoint(run_dir)
-    if ckpt_path is not None:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+    amp = Amp(device.type, cfg.precision)
+    _clean_temporaries(run_dir)
+    start_step, resumed_from, ckpt_path = 0, None, None
+    found = latest_valid_checkpoint(run_dir, map_location=device, resume=True, check=_resume_check(gan, optimizers))
+    if found is not None:
+        ckpt_path, ckpt = found
         gan.load_state_dict(ckpt["state_dict"])
         for name, opt in optimizers.items():
             opt.load_state_dict(ckpt["optimizers"][name])
+        amp.load_state_dict(ckpt.get("grad_scaler"))
         set_rng_state(ckpt["rng"])
         start_step = resumed_from = ckpt["step"]
         log.info("resuming from %s (step %d)", ckpt_path, start_step)
+    elif checkpoint_paths(run_dir):
+        msg = (f"no valid checkpoint in {run_dir / 'checkpoints'} (every one is corrupt or unreadable, see the "
+               "warnings above): starting training from scratch")
+        log.warning("%s", msg)
+        warnings.warn(msg, CheckpointWarning, stacklevel=2)
 
     images = bundle.train.images
     masks, labels = bundle.train.masks, bundle.train.labels
     n_train = len(bundle.train)
     sample_seed = cfg.seed + 12345
-    amp = autocast_context(device, cfg.precision)
+    max_overflow_skips = 100  # 16-mixed: consecutive steps the gradient scaler may skip before "diverged"
+    overflow_skips = 0
 
     # --- the loop ----------------------------------------------------------------------------------------------
     t0, losses, status = time.perf_counter(), {}, "completed"
@@ -153,12 +202,18 @@ def train(cfg, bundle: DatasetBundle, run_dir: Path, device: torch.device) -> Tr
         if labels is not None:
             batch["labels"] = labels[idx].to(device, non_blocking=True)
 
-        with amp:
-            losses = gan.train_step(batch, optimizers, step)
+        amp.skipped_steps = 0
+        losses = gan.train_step(batch, optimizers, step, amp=amp)
         if not all(math.isfinite(v) for v in losses.values()):
-            status = "diverged"
-            log.warning("step %d: non-finite loss %s — run diverged, stopping", step, losses)
-            break
+            overflow_skips = overflow_skips + 1 if amp.skipped_steps else 0
+            if not overflow_skips or overflow_skips > max_overflow_skips:
+                status = "diverged"
+                log.warning("step %d: non-finite loss %s — run diverged, stopping", step, losses)
+                break
+            # 16-mixed: an fp16 overflow; the gradient scaler skipped the update and lowered its scale.
+            log.info("step %d: fp16 overflow %s, update skipped by the gradient scaler", step, losses)
+        else:
+            overflow_skips = 0
         # EMA of the generator weights: g_ema copies the generator until ema_start.
         gan.update_ema(tcfg.ema_decay if step >= tcfg.ema_start else 0.0)
 
@@ -169,7 +224,8 @@ def train(cfg, bundle: DatasetBundle, run_dir: Path, device: torch.device) -> Tr
         if done % tcfg.sample_every == 0 or done == tcfg.steps:
             save_sample_grid(gan, run_dir / "samples" / f"step_{done:07d}.png", tcfg.sample_grid, sample_seed, bundle)
         if done % tcfg.checkpoint_every == 0 or done == tcfg.steps:
-            ckpt_path = save_checkpoint(run_dir, gan, optimizers, done, tcfg.keep_checkpoints, {"losses": losses})
+            ckpt_path = save_checkpoint(run_dir, gan, optimizers, done, tcfg.keep_checkpoints,
+                                        {"losses": losses, "grad_scaler": amp.state_dict()})
         if tcfg.stop_after is not None and done >= tcfg.stop_after and done < tcfg.steps:
             raise StopRequested(f"stopped after step {done} (train.stop_after)")
     else:

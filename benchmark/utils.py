@@ -1,9 +1,8 @@
-"""Small runtime helpers of the orchestrator: device choice, seeding, RNG state, provenance.
+"""Small runtime helpers of the orchestrator: device choice, seeding, RNG state (weights-only safe), provenance.
 
 Atomic writes and hashes live in :mod:`medsynbench.io` (re-exported here for the orchestrator's modules)."""
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import random
 import subprocess
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medsynbench.amp import Amp
 from medsynbench.io import (array_hash, atomic_torch_save, atomic_write, atomic_write_bytes,  # noqa: F401
                             atomic_write_json, content_hash, sha256_file, stable_hash)
 
@@ -33,13 +33,9 @@ def resolve_device(device: str) -> torch.device:
 
 
 def autocast_context(device: torch.device, precision: str):
-    """``32`` = full precision; ``bf16-mixed`` / ``16-mixed`` = torch.autocast with that dtype."""
-    if precision in ("32", "fp32", "32-true"):
-        return contextlib.nullcontext()
-    dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-    if dtype is None:
-        raise ValueError(f"precision must be one of '32', 'bf16-mixed', '16-mixed', got {precision!r}")
-    return torch.autocast(device_type=device.type, dtype=dtype)
+    """``32`` = full precision; ``bf16-mixed`` / ``16-mixed`` = torch.autocast with that dtype (forward passes only:
+    training steps take a :class:`medsynbench.amp.Amp`, which also owns backward passes and the gradient scaler)."""
+    return Amp(device.type, precision).autocast()
 
 
 def seed_everything(seed: int) -> None:
@@ -49,15 +45,30 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG state as tensors and plain values, so a checkpoint holding it loads with ``weights_only=True``."""
+    version, internal, gauss = random.getstate()
+    name, key, pos, has_gauss, cached = np.random.get_state(legacy=True)
+    state = {"python": {"version": int(version), "state": torch.tensor(internal, dtype=torch.int64),
+                        "gauss": gauss},
+             "numpy": {"bit_generator": str(name), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+                       "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    """Inverse of :func:`rng_state` (also takes the older format: Python's tuple and NumPy's legacy tuple)."""
+    py = state["python"]
+    if isinstance(py, dict):
+        py = (py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"])
+    random.setstate(py)
+    npy = state["numpy"]
+    if isinstance(npy, dict):
+        npy = (npy["bit_generator"], npy["key"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+               npy["cached_gaussian"])
+    np.random.set_state(npy)
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

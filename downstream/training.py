@@ -13,6 +13,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from downstream.config import TrainSettings
+from medsynbench.nn import make_optimizer as _make_optimizer
+from medsynbench.nn import random_flips  # re-exported: one copy of the flips
 
 
 def batch_stream(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -26,24 +28,9 @@ def batch_stream(n: int, batch_size: int, generator: torch.Generator) -> Iterato
         pending = pending[batch_size:]
 
 
-def random_flips(images: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator):
-    """Per-image random horizontal and vertical flips; a mask is flipped with its image."""
-    n = images.shape[0]
-    for dim_img, dim_mask in ((-1, -1), (-2, -2)):
-        flip = torch.rand(n, generator=generator) < 0.5
-        if flip.any():
-            images = torch.where(flip[:, None, None, None], images.flip(dim_img), images)
-            if masks is not None:
-                masks = torch.where(flip[:, None, None], masks.flip(dim_mask), masks)
-    return images, masks
-
-
 def make_optimizer(s: TrainSettings, params) -> torch.optim.Optimizer:
-    if s.optimizer == "adam":
-        return torch.optim.Adam(params, lr=s.lr, weight_decay=s.weight_decay)
-    if s.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=s.lr, weight_decay=s.weight_decay)
-    return torch.optim.SGD(params, lr=s.lr, momentum=0.9, weight_decay=s.weight_decay)
+    """The downstream optimiser from its settings (one factory: :func:`medsynbench.nn.make_optimizer`)."""
+    return _make_optimizer(params, s.optimizer, lr=s.lr, weight_decay=s.weight_decay, momentum=0.9)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:

@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medsynbench.nn import random_flips
+
 DIFFAUG_OPS = ("color", "translation", "cutout")
 
 
@@ -89,9 +91,9 @@ class DiffAugment(nn.Module):
 
 
 def flip_augment(x: torch.Tensor) -> torch.Tensor:
-    """Plain data augmentation of real pairs: random horizontal flip per sample (image and mask together)."""
-    flip = torch.rand(x.shape[0], device=x.device) < 0.5
-    return torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    """Plain data augmentation of real pairs: random horizontal flip per sample (image and mask channels together);
+    :func:`medsynbench.nn.random_flips` without vertical flips."""
+    return random_flips(x, vertical=False)[0]
 
 
 class ADA(nn.Module):

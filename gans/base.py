@@ -1,8 +1,12 @@
 """The one interface every GAN of the zoo offers to the training loop and to evaluation.
 
-The run orchestrator (benchmark/train_loop.py) only ever calls: ``configure_optimizers``, ``train_step``,
-``update_ema``, ``sample``, ``model_args`` and ``state_dict``; evaluation rebuilds a model with
-:func:`build_from_args`. Keeping that surface small is what lets one training loop drive every model.
+The run orchestrator only ever calls: ``configure_optimizers``, ``train_step``, ``update_ema``, ``sample``,
+``model_args`` and ``state_dict``; evaluation rebuilds a model with :func:`build_from_args`, which only builds
+classes registered with :func:`register_gan` (a checkpoint cannot make it import or call anything else). Keeping
+that surface small is what lets one training loop drive every model.
+
+``train_step(batch, optimizers, step, amp)`` runs forward passes inside ``amp.autocast()`` and leaves backward passes
+and optimiser steps to ``amp`` (:mod:`medsynbench.amp`: gradient scaling under ``16-mixed``, plain at full precision).
 
 GANs that do not take a mask as input learn image + one-hot mask stacked as channels (gans/pairs.py), so their
 "data" tensor has ``image_channels + num_mask_classes`` channels and every sample is an image-mask pair.
@@ -10,27 +14,46 @@ GANs that do not take a mask as input learn image + one-hot mask stacked as chan
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
 
 import torch
 import torch.nn as nn
 
 from gans.pairs import split_pair, stack_pair
+from medsynbench.amp import FP32, Amp
+from medsynbench.nn import make_optimizer
 
-OPTIMIZERS = ("adam", "adamw", "rmsprop")
+GAN_OPTIMIZERS = ("adam", "adamw", "rmsprop")
+
+#: registered GAN classes by name; :func:`build_from_args` builds nothing else
+GAN_REGISTRY: dict[str, type] = {}
 
 
-def make_optimizer(params, lr: float, betas: tuple[float, float], optimizer: str) -> torch.optim.Optimizer:
-    """Adam/AdamW take ``betas``; RMSprop (the original WGAN's choice) ignores them."""
-    params = [p for p in params if p.requires_grad]
-    if optimizer == "adam":
-        return torch.optim.Adam(params, lr=lr, betas=tuple(betas))
-    if optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=tuple(betas))
-    if optimizer == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
-    raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {OPTIMIZERS}")
+def register_gan(name: str):
+    """Class decorator: make a :class:`GAN` subclass buildable from checkpoints (by ``name`` or by its
+    ``module.qualname`` ``_target_``)."""
+    def decorate(cls):
+        if not (isinstance(cls, type) and issubclass(cls, GAN)):
+            raise TypeError(f"register_gan({name!r}) decorates GAN subclasses, not {cls!r}")
+        if GAN_REGISTRY.get(name, cls) is not cls:
+            raise ValueError(f"GAN name {name!r} is already registered for {GAN_REGISTRY[name]!r}")
+        GAN_REGISTRY[name] = cls
+        return cls
+    return decorate
+
+
+def gan_target(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def draw_train_masks(train_masks: torch.Tensor, n: int, seed: int) -> torch.Tensor:
+    """``n`` masks drawn uniformly with replacement from the real training masks ([N, H, W] int64), seeded: what a
+    mask-conditioned GAN (SPADE) is sampled from at evaluation, as in the empirical study. The draw has its own
+    generator (offset from ``seed``), so it does not change the latents ``sample(seed=seed)`` draws."""
+    if train_masks is None or len(train_masks) == 0:
+        raise ValueError("a mask-conditioned GAN samples from real training masks, but the training split has none")
+    gen = torch.Generator().manual_seed(int(seed) + 0x5EED)
+    return torch.as_tensor(train_masks)[torch.randint(len(train_masks), (n,), generator=gen)].long().cpu()
 
 
 class GAN(nn.Module):
@@ -42,6 +65,15 @@ class GAN(nn.Module):
     """
 
     takes_masks = False  # True for mask-conditioned generators (SPADE): sample() then accepts masks
+
+    @property
+    def mask_source(self) -> str | None:
+        """Where the masks of this model's image-mask samples come from, for records: ``"real_train_masks"``
+        (mask-conditioned: the caller passes real training masks, see :func:`draw_train_masks`), ``"generated"``
+        (image and mask generated jointly), or None (no masks)."""
+        if self.takes_masks:
+            return "real_train_masks"
+        return "generated" if self.num_mask_classes else None
 
     def __new__(cls, *args, **kwargs):
         obj = super().__new__(cls)
@@ -92,10 +124,18 @@ class GAN(nn.Module):
     # --- training ----------------------------------------------------------------------------------------------
     def configure_optimizers(self, lr_g: float, lr_d: float, betas: tuple[float, float],
                              optimizer: str = "adam") -> dict[str, torch.optim.Optimizer]:
-        return {"g": make_optimizer(self.generator.parameters(), lr_g, betas, optimizer),
-                "d": make_optimizer(self.discriminator.parameters(), lr_d, betas, optimizer)}
+        self._check_optimizer(optimizer)
+        return {"g": make_optimizer(self.generator.parameters(), optimizer, lr_g, betas),
+                "d": make_optimizer(self.discriminator.parameters(), optimizer, lr_d, betas)}
 
-    def train_step(self, batch: dict, optimizers: dict, step: int) -> dict[str, float]:
+    @staticmethod
+    def _check_optimizer(optimizer: str) -> None:
+        if optimizer not in GAN_OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {GAN_OPTIMIZERS}")
+
+    def train_step(self, batch: dict, optimizers: dict, step: int, amp: Amp = FP32) -> dict[str, float]:
+        """One training step (D and G updates); forward passes inside ``amp.autocast()``, backward passes and
+        optimiser steps through ``amp``. Returns the losses as floats."""
         raise NotImplementedError
 
     def real_pairs(self, batch: dict) -> torch.Tensor:
@@ -112,31 +152,34 @@ class GAN(nn.Module):
         return images
 
     def critic_updates(self, critic, real: torch.Tensor, make_fake, optimizer: torch.optim.Optimizer,
-                       out: dict) -> None:
+                       out: dict, amp: Amp = FP32) -> None:
         """``loss.n_critic`` discriminator updates on one real batch, shared by the models that use the swappable
         losses: ``critic(x) -> logits`` sees the D view (DiffAugment when on) of real and of ``make_fake()`` (drawn
-        without gradients); the regulariser (gradient penalty) sees the un-augmented pairs. Writes ``loss_d``
-        (and ``gp``) into ``out``."""
+        without gradients); the regulariser (gradient penalty) sees the un-augmented pairs. Forward passes run in
+        ``amp.autocast()``; backward and step through ``amp``. Writes ``loss_d`` (and ``gp``) into ``out``."""
         self.discriminator.requires_grad_(True)
         for _ in range(self.loss.n_critic):
-            with torch.no_grad():
+            with torch.no_grad(), amp.autocast():
                 fake = make_fake()
-            loss_d = self.loss.d_loss(critic(self._d_view(real)), critic(self._d_view(fake)))
-            reg = self.loss.regularizer(critic, real, fake)
+            with amp.autocast():
+                loss_d = self.loss.d_loss(critic(self._d_view(real)), critic(self._d_view(fake)))
+            reg = self.loss.regularizer(critic, real, fake, amp=amp)
             if reg is not None:
                 out["gp"] = float(reg.detach())
                 loss_d = loss_d + reg
             optimizer.zero_grad(set_to_none=True)
-            loss_d.backward()
-            optimizer.step()
+            amp.backward(loss_d)
+            amp.step(optimizer)
             self.loss.after_d_step(self.discriminator)
         out["loss_d"] = float(loss_d.detach())
 
-    def generator_update(self, loss_g: torch.Tensor, optimizer: torch.optim.Optimizer, out: dict) -> dict:
-        """Apply the generator loss (D was frozen for it), unfreeze D, and record ``loss_g``."""
+    def generator_update(self, loss_g: torch.Tensor, optimizer: torch.optim.Optimizer, out: dict,
+                         amp: Amp = FP32) -> dict:
+        """Apply the generator loss (D was frozen for it; computed in ``amp.autocast()``), unfreeze D, and record
+        ``loss_g``."""
         optimizer.zero_grad(set_to_none=True)
-        loss_g.backward()
-        optimizer.step()
+        amp.backward(loss_g)
+        amp.step(optimizer)
         self.discriminator.requires_grad_(True)
         out["loss_g"] = float(loss_g.detach())
         return out
@@ -231,17 +274,33 @@ class GAN(nn.Module):
         return out
 
 
+def registered_gans() -> dict[str, type]:
+    """Name -> class of every buildable GAN (importing the zoo's modules registers them)."""
+    import gans  # noqa: F401  (gans/__init__.py imports every model module)
+
+    return dict(GAN_REGISTRY)
+
+
+def resolve_gan_class(target: str) -> type:
+    """The registered GAN class that ``target`` names (``module.qualname`` as in :meth:`GAN.model_args`, or a
+    registry name). Nothing is imported or looked up by the given string itself."""
+    registry = registered_gans()
+    by_target = {gan_target(cls): cls for cls in registry.values()}
+    cls = by_target.get(target) or registry.get(target)
+    if cls is None:
+        raise ValueError(f"model_args names _target_={target!r}, which is not a registered GAN class; only "
+                         f"{sorted(by_target)} (or the names {sorted(registry)}) can be built from model_args "
+                         "(register a new model with @gans.register_gan)")
+    return cls
+
+
 def build_from_args(model_args: dict) -> GAN:
-    """Rebuild a GAN from :meth:`GAN.model_args` (e.g. from a checkpoint); load its state dict afterwards."""
+    """Rebuild a registered GAN from :meth:`GAN.model_args` (e.g. from a checkpoint); load its state dict
+    afterwards. Refuses (ValueError) any ``_target_`` that is not a registered GAN class."""
+    if not isinstance(model_args, dict):
+        raise ValueError(f"model_args must be a dict, got {type(model_args).__name__}")
     args = dict(model_args)
     target = args.pop("_target_", None)
-    if not target or "." not in target:
+    if not isinstance(target, str) or not target:
         raise ValueError(f"model_args has no usable '_target_' (got {target!r})")
-    module_name, _, cls_name = target.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"model_args names {target!r}, which cannot be imported: {exc}") from exc
-    if not (isinstance(cls, type) and issubclass(cls, GAN)):
-        raise ValueError(f"{target!r} is not a gans.base.GAN subclass")
-    return cls(**args)
+    return resolve_gan_class(target)(**args)

@@ -11,9 +11,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gans.augment import DiffAugment, flip_augment
-from gans.base import GAN
+from gans.base import GAN, register_gan
 from gans.layers import activation, apply_spectral_norm, init_weights, norm2d, num_doublings
 from gans.losses import build_loss
+from medsynbench.amp import FP32, Amp
 
 
 def _width(base: int, level: int) -> int:
@@ -75,6 +76,7 @@ class DCGANDiscriminator(nn.Module):
         return (logits, feats) if return_features else logits
 
 
+@register_gan("dcgan")
 class DCGAN(GAN):
     """DCGAN-family model; see the module docstring. Keys mirror the empirical study's Table 1."""
 
@@ -124,7 +126,7 @@ class DCGAN(GAN):
             vgg.to(fake.device)
         return vgg(fake[:, :self.image_channels], real[:, :self.image_channels])
 
-    def train_step(self, batch: dict, optimizers: dict, step: int) -> dict[str, float]:
+    def train_step(self, batch: dict, optimizers: dict, step: int, amp: Amp = FP32) -> dict[str, float]:
         G, D, opt_g, opt_d = self.generator, self.discriminator, optimizers["g"], optimizers["d"]
         real = self.real_pairs(batch)
         labels = self.batch_labels(batch)
@@ -135,29 +137,30 @@ class DCGAN(GAN):
 
         # --- discriminator: n_critic updates on this batch ---
         self.critic_updates(lambda x: D(x, labels), real,
-                            lambda: G(torch.randn(b, self.latent_dim, device=real.device), labels), opt_d, out)
+                            lambda: G(torch.randn(b, self.latent_dim, device=real.device), labels), opt_d, out, amp)
 
         # --- generator ---
         D.requires_grad_(False)
-        fake = G(torch.randn(b, self.latent_dim, device=real.device), labels)
-        if self.fm_weight > 0:
-            fake_logits, fake_feats = D(self._d_view(fake), labels, return_features=True)
-            with torch.no_grad():
-                _, real_feats = D(self._d_view(real), labels, return_features=True)
-            fm = sum(F.mse_loss(f.mean(0), r.mean(0)) for f, r in zip(fake_feats, real_feats))
-        else:
-            fake_logits = D(self._d_view(fake), labels)
-            fm = None
-        loss_g = self.loss.g_loss(fake_logits)
-        out["loss_g_adv"] = float(loss_g.detach())
-        if fm is not None:
-            out["fm"] = float(fm.detach())
-            loss_g = loss_g + self.fm_weight * fm
-        if self.vgg_weight > 0:
-            vgg = self._perceptual(fake, real)
-            out["vgg"] = float(vgg.detach())
-            loss_g = loss_g + self.vgg_weight * vgg
-        return self.generator_update(loss_g, opt_g, out)
+        with amp.autocast():
+            fake = G(torch.randn(b, self.latent_dim, device=real.device), labels)
+            if self.fm_weight > 0:
+                fake_logits, fake_feats = D(self._d_view(fake), labels, return_features=True)
+                with torch.no_grad():
+                    _, real_feats = D(self._d_view(real), labels, return_features=True)
+                fm = sum(F.mse_loss(f.mean(0), r.mean(0)) for f, r in zip(fake_feats, real_feats))
+            else:
+                fake_logits = D(self._d_view(fake), labels)
+                fm = None
+            loss_g = self.loss.g_loss(fake_logits)
+            out["loss_g_adv"] = float(loss_g.detach())
+            if fm is not None:
+                out["fm"] = float(fm.detach())
+                loss_g = loss_g + self.fm_weight * fm
+            if self.vgg_weight > 0:
+                vgg = self._perceptual(fake, real)
+                out["vgg"] = float(vgg.detach())
+                loss_g = loss_g + self.vgg_weight * vgg
+        return self.generator_update(loss_g, opt_g, out, amp)
 
     def _generate(self, net, z, labels, masks, noise_seeds):
         return net(z, labels)

@@ -13,26 +13,32 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from medsynbench.amp import FP32, Amp
+
 
 def gradient_penalty(critic: Callable[[torch.Tensor], torch.Tensor], real: torch.Tensor,
-                     fake: torch.Tensor, alpha: torch.Tensor | None = None) -> torch.Tensor:
+                     fake: torch.Tensor, alpha: torch.Tensor | None = None, amp: Amp = FP32) -> torch.Tensor:
     """WGAN-GP (Gulrajani et al. 2017): E[(||grad_x D(x_hat)||_2 - 1)^2] on random interpolates x_hat.
 
     ``alpha`` ([B] in [0, 1]) can be given to make the value reproducible; by default it is drawn uniformly.
+    The critic runs in ``amp.autocast()``; the input gradient is taken outside it through ``amp.grad`` (scaled
+    under 16-mixed).
     """
     if alpha is None:
         alpha = torch.rand(real.shape[0], device=real.device, dtype=real.dtype)
     alpha = alpha.view(-1, *([1] * (real.ndim - 1))).to(real.dtype)
     x_hat = (alpha * real.detach() + (1 - alpha) * fake.detach()).requires_grad_(True)
-    out = critic(x_hat)
-    (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
+    with amp.autocast():
+        out = critic(x_hat).sum()
+    grad = amp.grad(out, x_hat)
     return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
-def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
-    """R1 (Mescheder et al. 2018): E[||grad_x D(x)||^2] on real data; ``real`` must have requires_grad set."""
-    (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
-    return grad.flatten(1).pow(2).sum(dim=1).mean()
+def r1_penalty(real_logits: torch.Tensor, real: torch.Tensor, amp: Amp = FP32) -> torch.Tensor:
+    """R1 (Mescheder et al. 2018): E[||grad_x D(x)||^2] on real data; ``real`` must have requires_grad set.
+    The gradient is taken through ``amp.grad`` (scaled under 16-mixed)."""
+    g = amp.grad(real_logits.sum(), real)
+    return g.flatten(1).pow(2).sum(dim=1).mean()
 
 
 class GANLoss:
@@ -59,7 +65,7 @@ class GANLoss:
     def g_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def regularizer(self, critic, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor | None:
+    def regularizer(self, critic, real: torch.Tensor, fake: torch.Tensor, amp: Amp = FP32) -> torch.Tensor | None:
         return None
 
     def after_d_step(self, discriminator: nn.Module) -> None:
@@ -142,10 +148,10 @@ class WassersteinGP(Wasserstein):
             raise ValueError(f"gp_weight must be >= 0, got {gp_weight}")
         self.gp_weight = float(gp_weight)
 
-    def regularizer(self, critic, real, fake):
+    def regularizer(self, critic, real, fake, amp: Amp = FP32):
         if self.gp_weight == 0:
             return None
-        return self.gp_weight * gradient_penalty(critic, real, fake)
+        return self.gp_weight * gradient_penalty(critic, real, fake, amp=amp)
 
 
 class Hinge(_NoSmoothing):

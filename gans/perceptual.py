@@ -13,11 +13,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models import vgg19
 
+from medsynbench.nn import IMAGENET_MEAN, IMAGENET_STD
+
 # ReLU outputs used by pix2pixHD / SPADE's VGG loss, with their weights.
 LAYER_IDS = (1, 6, 11, 20, 29)
 LAYER_WEIGHTS = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1.0)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class MissingWeightsError(FileNotFoundError):

@@ -2,8 +2,10 @@
 normalisation, a multi-scale PatchGAN discriminator on image + mask, and pix2pixHD's feature-matching loss.
 
 The generator takes a mask and z and makes the image, so each sample is an image-mask pair by construction. At
-sampling time masks come from the caller (e.g. real training masks, or those of a joint mask generator); when none
-are given, the model draws from a bank of training masks it kept during training (a buffer saved with it).
+evaluation, as in the empirical study, images are sampled from real training masks that the caller passes
+(``sample(n, seed, masks=gans.draw_train_masks(train.masks, n, seed))``; ``mask_source == "real_train_masks"``).
+When no masks are given (sample grids, quick looks), the model draws from a bank of the training masks it saw
+during training (a buffer saved with it).
 """
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gans.augment import DiffAugment, flip_augment
-from gans.base import GAN
+from gans.base import GAN, register_gan
 from gans.layers import num_doublings
 from gans.losses import build_loss
 from gans.pairs import stack_pair
+from medsynbench.amp import FP32, Amp
 
 
 def _sn(module: nn.Module, use: bool) -> nn.Module:
@@ -130,6 +133,7 @@ def _logits(outs) -> torch.Tensor:
     return torch.stack([o[-1].flatten(1).mean(1) for o in outs]).sum(0)
 
 
+@register_gan("spade")
 class SPADE(GAN):
     """SPADE GAN; needs a dataset with masks (num_mask_classes >= 2)."""
 
@@ -189,7 +193,7 @@ class SPADE(GAN):
     def _d_view(self, x):
         return self.diffaugment(x) if self.diffaugment is not None else x
 
-    def train_step(self, batch: dict, optimizers: dict, step: int) -> dict[str, float]:
+    def train_step(self, batch: dict, optimizers: dict, step: int, amp: Amp = FP32) -> dict[str, float]:
         G, D, opt_g, opt_d = self.generator, self.discriminator, optimizers["g"], optimizers["d"]
         if batch.get("masks") is None:
             raise ValueError(f"{self.name}: SPADE batches need 'masks'")
@@ -204,29 +208,30 @@ class SPADE(GAN):
 
         self.critic_updates(lambda x: _logits(D(x)), real,
                             lambda: stack_pair(G(torch.randn(b, self.latent_dim, device=real.device), seg), masks,
-                                               self.num_mask_classes), opt_d, out)
+                                               self.num_mask_classes), opt_d, out, amp)
 
         D.requires_grad_(False)
-        fake_images = G(torch.randn(b, self.latent_dim, device=real.device), seg)
-        fake = stack_pair(fake_images, masks, self.num_mask_classes)
-        fake_outs = D(self._d_view(fake))
-        loss_g = self.loss.g_loss(_logits(fake_outs))
-        out["loss_g_adv"] = float(loss_g.detach())
-        if self.fm_weight > 0:
-            with torch.no_grad():
-                real_outs = D(self._d_view(real))
-            fm = sum(F.l1_loss(f, r) for fo, ro in zip(fake_outs, real_outs) for f, r in zip(fo[:-1], ro[:-1]))
-            fm = fm / len(fake_outs)
-            out["fm"] = float(fm.detach())
-            loss_g = loss_g + self.fm_weight * fm
-        if self.vgg_weight > 0:
-            vgg = self._vgg[0]
-            if next(vgg.buffers()).device != images.device:
-                vgg.to(images.device)
-            perc = vgg(fake_images, images)
-            out["vgg"] = float(perc.detach())
-            loss_g = loss_g + self.vgg_weight * perc
-        return self.generator_update(loss_g, opt_g, out)
+        with amp.autocast():
+            fake_images = G(torch.randn(b, self.latent_dim, device=real.device), seg)
+            fake = stack_pair(fake_images, masks, self.num_mask_classes)
+            fake_outs = D(self._d_view(fake))
+            loss_g = self.loss.g_loss(_logits(fake_outs))
+            out["loss_g_adv"] = float(loss_g.detach())
+            if self.fm_weight > 0:
+                with torch.no_grad():
+                    real_outs = D(self._d_view(real))
+                fm = sum(F.l1_loss(f, r) for fo, ro in zip(fake_outs, real_outs) for f, r in zip(fo[:-1], ro[:-1]))
+                fm = fm / len(fake_outs)
+                out["fm"] = float(fm.detach())
+                loss_g = loss_g + self.fm_weight * fm
+            if self.vgg_weight > 0:
+                vgg = self._vgg[0]
+                if next(vgg.buffers()).device != images.device:
+                    vgg.to(images.device)
+                perc = vgg(fake_images, images)
+                out["vgg"] = float(perc.detach())
+                loss_g = loss_g + self.vgg_weight * perc
+        return self.generator_update(loss_g, opt_g, out, amp)
 
     def _generate(self, net, z, labels, masks, noise_seeds):
         return net(z, self._onehot(masks))

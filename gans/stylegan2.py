@@ -19,9 +19,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from gans.augment import ADA
-from gans.base import GAN, make_optimizer
+from gans.base import GAN, register_gan
 from gans.layers import num_doublings
 from gans.losses import r1_penalty
+from medsynbench.amp import FP32, Amp
+from medsynbench.nn import make_optimizer
 
 SQRT2 = math.sqrt(2.0)
 
@@ -214,6 +216,7 @@ class ResidualDiscriminator(nn.Module):
         return out.squeeze(1)
 
 
+@register_gan("stylegan2")
 class StyleGAN2(GAN):
     """StyleGAN2-ADA-class GAN; see the module docstring. Learns image (+ one-hot mask) channels jointly."""
 
@@ -245,11 +248,12 @@ class StyleGAN2(GAN):
     def configure_optimizers(self, lr_g, lr_d, betas, optimizer="adam"):
         """Lazy regularisation (R1 every r1_interval, PL every pl_interval steps): lr and betas are rescaled by
         interval / (interval + 1) as in StyleGAN2, so the effective optimiser matches the non-lazy one."""
+        self._check_optimizer(optimizer)
         out = {}
         for key, net, lr, interval in (("g", self.generator, lr_g, self.pl_interval if self.pl_weight else 0),
                                        ("d", self.discriminator, lr_d, self.r1_interval if self.r1_gamma else 0)):
             ratio = interval / (interval + 1) if interval else 1.0
-            out[key] = make_optimizer(net.parameters(), lr * ratio, tuple(b ** ratio for b in betas), optimizer)
+            out[key] = make_optimizer(net.parameters(), optimizer, lr * ratio, tuple(b ** ratio for b in betas))
         return out
 
     def _augment(self, x):
@@ -265,7 +269,7 @@ class StyleGAN2(GAN):
             ws = torch.cat([ws[:, :cutoff], ws2.unsqueeze(1).expand(-1, num_ws - cutoff, -1)], dim=1)
         return ws
 
-    def train_step(self, batch: dict, optimizers: dict, step: int) -> dict[str, float]:
+    def train_step(self, batch: dict, optimizers: dict, step: int, amp: Amp = FP32) -> dict[str, float]:
         G, D, opt_g, opt_d = self.generator, self.discriminator, optimizers["g"], optimizers["d"]
         real = self.real_pairs(batch)
         labels = self.batch_labels(batch)
@@ -274,42 +278,48 @@ class StyleGAN2(GAN):
 
         # --- G: non-saturating logistic loss (+ lazy path-length regularisation) ---
         D.requires_grad_(False)
-        fake = G.synthesis(self._ws(torch.randn(b, self.latent_dim, device=dev), labels, update_w_avg=True))
-        loss_g = F.softplus(-D(self._augment(fake), labels)).mean()
+        with amp.autocast():
+            fake = G.synthesis(self._ws(torch.randn(b, self.latent_dim, device=dev), labels, update_w_avg=True))
+            loss_g = F.softplus(-D(self._augment(fake), labels)).mean()
         out["loss_g"] = float(loss_g.detach())
         if self.pl_weight > 0 and step % self.pl_interval == 0:
             pb = max(1, b // self.pl_batch_shrink)
-            ws = self._ws(torch.randn(pb, self.latent_dim, device=dev), None if labels is None else labels[:pb])
-            img = G.synthesis(ws)
-            pl_noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
-            (grad,) = torch.autograd.grad((img * pl_noise).sum(), ws, create_graph=True)
+            with amp.autocast():
+                ws = self._ws(torch.randn(pb, self.latent_dim, device=dev), None if labels is None else labels[:pb])
+                img = G.synthesis(ws)
+                pl_noise = torch.randn_like(img) / math.sqrt(img.shape[2] * img.shape[3])
+                pl_out = (img * pl_noise).sum()
+            grad = amp.grad(pl_out, ws)
             lengths = grad.square().sum(2).mean(1).sqrt()
             with torch.no_grad():
-                self.pl_mean.copy_(self.pl_mean.lerp(lengths.mean().float(), self.pl_decay))
+                # under 16-mixed an overflowing (skipped) step must not poison the running mean
+                new_mean = self.pl_mean.lerp(lengths.mean().float(), self.pl_decay)
+                self.pl_mean.copy_(torch.where(torch.isfinite(new_mean), new_mean, self.pl_mean))
             pl = (lengths - self.pl_mean).square().mean()
             out["pl"] = float(pl.detach())
             loss_g = loss_g + pl * self.pl_weight * self.pl_interval
         opt_g.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opt_g.step()
+        amp.backward(loss_g)
+        amp.step(opt_g)
 
         # --- D: logistic loss (+ lazy R1 on reals) ---
         D.requires_grad_(True)
-        with torch.no_grad():
+        with torch.no_grad(), amp.autocast():
             fake = G.synthesis(self._ws(torch.randn(b, self.latent_dim, device=dev), labels))
         do_r1 = self.r1_gamma > 0 and step % self.r1_interval == 0
         real_in = real.detach().requires_grad_(do_r1)
-        real_logits = D(self._augment(real_in), labels)
-        fake_logits = D(self._augment(fake), labels)
-        loss_d = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+        with amp.autocast():
+            real_logits = D(self._augment(real_in), labels)
+            fake_logits = D(self._augment(fake), labels)
+            loss_d = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
         out["loss_d"] = float(loss_d.detach())
         if do_r1:
-            r1 = r1_penalty(real_logits, real_in)
+            r1 = r1_penalty(real_logits, real_in, amp=amp)
             out["r1"] = float(r1.detach())
             loss_d = loss_d + r1 * (self.r1_gamma / 2) * self.r1_interval
         opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        opt_d.step()
+        amp.backward(loss_d)
+        amp.step(opt_d)
 
         # --- ADA: adjust p from the sign of D on reals ---
         if self.ada is not None:

@@ -1,7 +1,7 @@
 """Fréchet Radiomics Distance (Konz et al.) via the optional ``frd-score`` package (pyradiomics features).
 
 Optional because pyradiomics does not build in pip's isolated build on this stack; what works
-(/work/shared/metric-refs/SUMMARY.md, reproduced in a throwaway venv with frd-score 1.0.1 + pyradiomics 3.0.1):
+(../shared/metric-refs/SUMMARY.md, reproduced in a throwaway venv with frd-score 1.0.1 + pyradiomics 3.0.1):
 
     pip install "setuptools<81" wheel versioneer numpy
     pip install --no-build-isolation pyradiomics

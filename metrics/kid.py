@@ -18,7 +18,7 @@ Speed (measured with scripts/bench_metrics.py; the Gram products are the whole c
   ``route="auto"`` takes the cheaper one.
 - ``precision="mixed"`` (default) does the Gram products and the cube in float32 and accumulates every sum over
   kernel entries in float64; it agrees with ``"float64"`` to ~1e-7 relative (kernel entries are ~1 and their
-  float32 rounding errors average out over m² entries; the tolerance in /work/shared/metric-refs for float32
+  float32 rounding errors average out over m² entries; the tolerance in ../shared/metric-refs for float32
   paths is 1e-4). ``"float64"`` keeps everything in float64.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ deterministic. Only images with a diagnosis label are eligible. Images are resiz
 filter and stored as PNG (lossless); masks are area-averaged to 64x64 and thresholded at 127 (a per-pixel majority
 vote), stored as PNG with values {0, 255}.
 
-Usage: python scripts/build_embedded_data.py [--source /work/shared/data/isic2018-task1-256] [--out data/isic2018_mini]
+Usage: python scripts/build_embedded_data.py [--source ../shared/data/isic2018-task1-256] [--out data/isic2018_mini]
 """
 from __future__ import annotations
 

@@ -17,11 +17,12 @@ from benchmark.data import load_dataset
 from benchmark.run import evaluation_id, execute_run, training_id
 from benchmark.store import load_records
 from benchmark.train_loop import StopRequested, batch_indices, latest_checkpoint
+from medsynbench.checkpoints import load_checkpoint
 from tests.conftest import REPO, SMOKE, compose_config
 
 
 def _weights(run_dir: Path) -> dict:
-    return torch.load(latest_checkpoint(run_dir), weights_only=False)["state_dict"]
+    return load_checkpoint(latest_checkpoint(run_dir))["state_dict"]
 
 
 def _assert_same_weights(a: dict, b: dict):

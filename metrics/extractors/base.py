@@ -14,9 +14,7 @@ import torch.nn.functional as F
 
 from medsynbench.io import array_hash
 from medsynbench.io import sha256_file as file_sha256  # noqa: F401  (re-exported: extractors use it)
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from medsynbench.nn import IMAGENET_MEAN, IMAGENET_STD  # one copy of the ImageNet normalisation
 
 
 @dataclass
