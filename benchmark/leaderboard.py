@@ -28,14 +28,11 @@ import pandas as pd
 from scipy import stats
 
 from benchmark.store import VOLATILE_KEYS as STORE_VOLATILE_KEYS
-from benchmark.store import load_records
+from benchmark.store import RUN_COLUMNS, load_records, metric_table
 
 # Config keys that never define a group (a key matches an entry equal to it or below it: "paths" = paths.*).
 # ``seed`` is what is averaged. Shared with the store / run id logic.
 VOLATILE_KEYS = STORE_VOLATILE_KEYS + ("evaluate", "seed")  # the seed is what rows average over
-# Run-level fields copied onto every table row (config keys are prefixed ``cfg.``).
-RUN_COLUMNS = ("run_id", "status", "seed", "dataset", "gan", "train_size", "experiment", "training_id",
-               "evaluation_id", "record_id", "recorded_at", "collapsed", "collapse_reasons")
 # Run-level columns that are the same thing as a config key (never reported as grouped and pooled at once).
 _ALIASES = {"dataset": "cfg.dataset.name", "gan": "cfg.gan.name", "train_size": "cfg.data.train_size",
             "seed": "cfg.seed", "experiment": "cfg.experiment_name"}
@@ -51,50 +48,6 @@ _RANK_PROTOCOL = ("extractor", "weights sha256", "weights", "d", "n_real", "n_fa
 def is_volatile(key: str) -> bool:
     key = key.removeprefix("cfg.")
     return any(key == v or key.startswith(v + ".") for v in VOLATILE_KEYS)
-
-
-def dedupe_records(records: list[dict]) -> list[dict]:
-    """One record per ``record_id`` (the newest ``recorded_at``); records without one are all kept."""
-    newest: dict[str, dict] = {}
-    rest = []
-    for rec in records:
-        rid = rec.get("record_id")
-        if rid is None:
-            rest.append(rec)
-        elif rid not in newest or str(rec.get("recorded_at") or "") >= str(newest[rid].get("recorded_at") or ""):
-            newest[rid] = rec
-    return rest + list(newest.values())
-
-
-def long_table(records: list[dict]) -> pd.DataFrame:
-    """One row per (record, metric): run-level columns, ``cfg.*`` config keys, then the metric record's fields.
-
-    Run-level fields win over metric fields of the same name (a metric record's ``seed`` is its subset seed, not
-    the run's; it is kept as ``metric_seed``). Downstream scores are named ``<metric>@<trained on>``.
-    ``evaluate_step: null`` (evaluate the last step) is replaced by the step evaluated, so that a run evaluated at
-    the end of training and a re-evaluation of its last checkpoint (``evaluate_step`` set) compare equal.
-    """
-    rows = []
-    for rec in dedupe_records(records):
-        config = rec.get("config") or {}
-        base = {c: rec.get(c) for c in RUN_COLUMNS}
-        if base["seed"] is None:
-            base["seed"] = config.get("seed")
-        if isinstance(base["collapse_reasons"], list):
-            base["collapse_reasons"] = "; ".join(base["collapse_reasons"])
-        base.update({f"cfg.{k}": v for k, v in config.items()})
-        if "evaluate_step" in config and config["evaluate_step"] is None:  # null = the last step: compare as such
-            base["cfg.evaluate_step"] = rec.get("evaluated_step", config.get("train.steps"))
-        entries = [dict(m) for m in rec.get("metrics", [])]
-        entries += [{**d, "metric": f"{d['metric']}@{d.get('train_on', 'real')}"}
-                    for d in rec.get("downstream", []) if not d.get("skipped")]
-        for m in entries:
-            if "seed" in m:
-                m["metric_seed"] = m.pop("seed")
-            rows.append({**{k: v for k, v in m.items() if k not in base}, **base})
-        if not entries:
-            rows.append({**base, "metric": None, "value": None})
-    return pd.DataFrame(rows)
 
 
 def _norm(v) -> str:
@@ -190,7 +143,7 @@ def leaderboard(records: list[dict], metric: str | list[str], group_by: list[str
     metrics = [metric] if isinstance(metric, str) else list(metric)
     if not metrics:
         raise ValueError("no metric requested")
-    table = long_table(records)
+    table = metric_table(records)
     available = sorted(set(table["metric"].dropna())) if "metric" in table else []
     missing = [m for m in metrics if m not in available]
     if missing:

@@ -6,7 +6,7 @@ failed run that later succeeds), while another evaluation of the same training g
 
 Why one file per record: concurrent runs of a multirun (joblib, SLURM array jobs on a shared file system) can write at
 the same time without a lock, and a run killed mid-write leaves only a hidden temporary file that readers ignore — never
-half a record. ``write_record`` is the only writer; reports only read (``load_records`` / ``metric_table``).
+half a record. ``write_record`` is the only writer; reports only read (``load_records`` / ``metric_table``, one row per record and metric).
 """
 from __future__ import annotations
 
@@ -85,43 +85,65 @@ def read_record(store_dir: str | Path, training_id: str, evaluation_id: str) -> 
         raise ValueError(f"results store file {path} is not valid JSON: {err}") from err
 
 
+def dedupe_records(records: list[dict]) -> list[dict]:
+    """One record per ``record_id`` (the newest ``recorded_at`` wins); records without one are all kept."""
+    newest: dict[str, dict] = {}
+    rest = []
+    for rec in records:
+        rid = rec.get("record_id")
+        if rid is None:
+            rest.append(rec)
+        elif rid not in newest or str(rec.get("recorded_at") or "") >= str(newest[rid].get("recorded_at") or ""):
+            newest[rid] = rec
+    return rest + list(newest.values())
+
+
 def load_records(store_dir: str | Path) -> list[dict]:
     """All complete records, oldest first, one per record id (the newest wins where an older store holds several).
     Unreadable files are reported, not skipped silently."""
     folder = Path(store_dir) / "records"
-    by_id: dict[str, dict] = {}
+    records = []
     for path in sorted(folder.glob("*.json")):  # hidden temporaries (.name.tmp) do not match
         try:
             rec = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise ValueError(f"results store file {path} is not valid JSON: {err}") from err
-        key = rec.get("record_id") or path.stem
-        if key not in by_id or str(rec.get("recorded_at", "")) >= str(by_id[key].get("recorded_at", "")):
-            by_id[key] = rec
-    return sorted(by_id.values(), key=lambda r: str(r.get("recorded_at", "")))
+        rec.setdefault("record_id", path.stem)
+        records.append(rec)
+    return sorted(dedupe_records(records), key=lambda r: str(r.get("recorded_at", "")))
+
+
+# Run-level fields copied onto every row of metric_table (config keys are prefixed ``cfg.``).
+RUN_COLUMNS = ("run_id", "status", "seed", "dataset", "gan", "train_size", "experiment", "training_id",
+               "evaluation_id", "record_id", "recorded_at", "collapsed", "collapse_reasons")
 
 
 def metric_table(records: list[dict]) -> pd.DataFrame:
-    """One row per (run, metric record): run-level columns + the flattened config (``cfg.*``) + the metric's fields.
+    """One row per (record, metric): run-level columns, ``cfg.*`` config keys, then the metric record's fields.
 
-    Downstream records become rows too, their metric name suffixed with what they were trained on
-    (``dice_unet@real``, ``dice_unet@synthetic``, ...).
+    Run-level fields win over metric fields of the same name (a metric record's ``seed`` is its subset seed, not
+    the run's; it is kept as ``metric_seed``). Downstream scores are named ``<metric>@<trained on>``.
+    ``evaluate_step: null`` (evaluate the last step) is replaced by the step evaluated, so that a run evaluated at
+    the end of training and a re-evaluation of its last checkpoint (``evaluate_step`` set) compare equal.
     """
     rows = []
-    for rec in records:
-        base = {"run_id": rec["run_id"], "record_id": rec.get("record_id"), "training_id": rec.get("training_id"),
-                "evaluation_id": rec.get("evaluation_id"), "collapsed": rec.get("collapsed"),
-                "experiment": rec.get("experiment"), "status": rec["status"], "seed": rec.get("seed"),
-                "dataset": rec.get("dataset"), "train_size": rec.get("train_size"), "gan": rec.get("gan"),
-                "recorded_at": rec.get("recorded_at")}
-        base.update({f"cfg.{k}": v for k, v in rec["config"].items()})
-        for m in rec.get("metrics", []):  # a metric's own seed (KID subsets, bootstrap) must not hide the run's
-            m = {("metric_seed" if k == "seed" else k): v for k, v in m.items()}
-            rows.append({**base, **m})
-        for d in rec.get("downstream", []):
-            if d.get("skipped"):
-                continue
-            rows.append({**base, **d, "metric": f"{d['metric']}@{d.get('train_on', 'real')}"})
-        if not rec.get("metrics") and not rec.get("downstream"):
+    for rec in dedupe_records(records):
+        config = rec.get("config") or {}
+        base = {c: rec.get(c) for c in RUN_COLUMNS}
+        if base["seed"] is None:
+            base["seed"] = config.get("seed")
+        if isinstance(base["collapse_reasons"], list):
+            base["collapse_reasons"] = "; ".join(base["collapse_reasons"])
+        base.update({f"cfg.{k}": v for k, v in config.items()})
+        if "evaluate_step" in config and config["evaluate_step"] is None:  # null = the last step: compare as such
+            base["cfg.evaluate_step"] = rec.get("evaluated_step", config.get("train.steps"))
+        entries = [dict(m) for m in rec.get("metrics", [])]
+        entries += [{**d, "metric": f"{d['metric']}@{d.get('train_on', 'real')}"}
+                    for d in rec.get("downstream", []) if not d.get("skipped")]
+        for m in entries:
+            if "seed" in m:
+                m["metric_seed"] = m.pop("seed")
+            rows.append({**{k: v for k, v in m.items() if k not in base}, **base})
+        if not entries:
             rows.append({**base, "metric": None, "value": None})
     return pd.DataFrame(rows)

@@ -138,3 +138,16 @@ def test_parallel_sweep_gives_the_numbers_of_a_sequential_one(tmp_path):
     assert len(extractors) == 1
     meta = json.loads(extractors[0].with_suffix(".json").read_text())
     assert meta["steps"] == 20
+
+
+def test_spade_records_real_training_masks_and_memorisation_grid_lands_in_the_run(smoke_cfg):
+    """SPADE samples images for real training masks (as the empirical study did) and says so in the record and in the
+    synthetic downstream rows; the memorisation closest-pairs grid is written into the run's evaluation folder."""
+    record = execute_run(smoke_cfg("gan=spade", "gan.spade_hidden=16", "data.train_size=16",
+                                   "metrics.image_metrics=[memorisation]", "downstream.train_on=[synthetic]"))
+    assert record["status"] == "completed" and record["mask_source"] == "real_train_masks"
+    rows = [d for d in record["downstream"] if not d.get("skipped")]
+    assert rows and all(d["mask_source"] == "real_train_masks" for d in rows)
+    grid = Path(record["artifacts"]["memorisation_grid"])
+    assert grid.is_file() and grid.parent == Path(record["run_dir"]) / "evaluations" / record["evaluation_id"]
+    assert all(m["grid"] == str(grid) for m in record["metrics"] if m.get("base_metric") == "memorisation")
