@@ -77,7 +77,7 @@ def array_hash(*arrays) -> str:
             continue
         a = np.ascontiguousarray(a.detach().cpu().numpy() if hasattr(a, "detach") else np.asarray(a))
         h.update(f"{a.shape}{a.dtype}".encode())
-        h.update(a.tobytes())
+        h.update(memoryview(a.reshape(-1)).cast("B"))  # the array's own buffer, no copy
     return h.hexdigest()
 
 
