@@ -302,8 +302,8 @@ def _image_set(items: list[Item], decoded: dict, label_of: dict) -> ImageSet:
 
 def content_sha256(images: ImageSet) -> str:
     """SHA-256 of an image set's decoded content (images, masks, labels, in order). Hashing the tensors after
-    preprocessing covers the files' bytes, the decoder and the preprocessing at once, costs 1-2 s per GB of decoded data on one core, and
-    does not depend on where the files lie (a moved copy of the same data has the same hash)."""
+    preprocessing covers the files' bytes, the decoder and the preprocessing at once, costs 1-2 s per GB of decoded
+    data on one core, and does not depend on where the files lie (a moved copy of the same data has the same hash)."""
     return array_hash(images.images, images.masks, images.labels)
 
 
