@@ -30,15 +30,37 @@ def _in_multirun() -> bool:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
-def train_app(cfg: DictConfig) -> None:
-    """Train one run (then evaluate and record it unless evaluate=false)."""
+def train_app(cfg: DictConfig) -> float | None:
+    """Train one run (then evaluate and record it unless evaluate=false). Returns the value of ``objective.metric``
+    from the run's record (what an Optuna sweep optimises; None without an objective). A failed or diverged run, a
+    missing metric or a non-finite value raise (benchmark/objective.py), so that a sweeper records a failed trial;
+    the run's record is stored either way, and a config whose record exists returns it without retraining."""
     from benchmark.run import execute_run
 
     record = execute_run(cfg, raise_on_failure=not _in_multirun())
-    summary = {m["metric"]: round(m["value"], 5) for m in record.get("metrics", [])}
+    summary = {m["metric"]: round(m["value"], 5) for m in record.get("metrics", []) if m.get("value") is not None}
     summary.update({f"{d['metric']}@{d['train_on']}": round(d["value"], 4)
-                    for d in record.get("downstream", []) if not d.get("skipped")})
+                    for d in record.get("downstream", []) if not d.get("skipped") and d.get("value") is not None})
     print(f"[medsynbench] {record['run_id']}: {record['status']} {json.dumps(summary)}")
+    metric = cfg.objective.metric if cfg.get("objective") is not None else None
+    if not metric:
+        return None
+    from benchmark.objective import objective_value
+    from benchmark.utils import atomic_write_json
+
+    note = {"metric": metric, "value": None, "status": record["status"], "training_id": record.get("training_id"),
+            "evaluation_id": record.get("evaluation_id"), "run_id": record.get("run_id")}
+    try:
+        note["value"] = objective_value(record, metric, cfg.objective.direction)
+        return note["value"]
+    except Exception as err:
+        note["error"] = f"{type(err).__name__}: {err}"
+        raise
+    finally:  # read by the Optuna sweeper (hydra_plugins/medsynbench_optuna_sweeper): trial -> run ids
+        if _in_multirun():
+            atomic_write_json(Path(HydraConfig.get().runtime.output_dir) / "objective.json", note)
+        print(f"[medsynbench] objective {metric} = {note['value']}" + (f" ({note['error']})" if "error" in note
+                                                                     else ""))
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
@@ -78,12 +100,25 @@ def leaderboard_app(cfg: DictConfig) -> None:
     print(f"[medsynbench] written {path}, {path.with_suffix('.csv').name} and {path.with_suffix('.json').name}")
 
 
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="status")
+def status_app(cfg: DictConfig) -> None:
+    """How far a sweep (or an experiment) is: done, running, failed, diverged, interrupted, pending runs."""
+    from benchmark.status import format_report, status_report
+
+    if cfg.format not in ("table", "json"):
+        raise ValueError(f"format must be table or json, got {cfg.format!r}")
+    report = status_report(cfg)
+    print(json.dumps(report, indent=2, default=str) if cfg.format == "json" else format_report(report))
+
+
 COMMANDS = {
     "train": (train_app, "train one run (or a --multirun sweep), then evaluate and record it"),
     "evaluate": (evaluate_app, "evaluate an existing run directory: run_dir=<path>"),
     "evaluate-folder": (evaluate_folder_app, "score a folder of images against a dataset: folder=<dir> dataset=<name>"),
     "leaderboard": (leaderboard_app, "leaderboard of one metric from the results store: metric=<name>"),
     "report": (leaderboard_app, "alias of leaderboard"),
+    "status": (status_app, "runs of a sweep: done/running/failed/pending (sweep_dir=<dir>|latest, experiment_name=)"),
+    "sweep-status": (status_app, "alias of status"),
 }
 
 
@@ -93,7 +128,8 @@ def usage() -> str:
     lines += ["", "Each command is a Hydra app: `medsynbench <command> --help` lists its config groups.",
               "Examples:", "  medsynbench train experiment=quickstart",
               "  medsynbench train --multirun gan=dcgan data.train_size=50,100 seed=1,2",
-              "  medsynbench leaderboard metric=fd_unet group_by=[gan.name,data.train_size]"]
+              "  medsynbench leaderboard metric=fd_unet group_by=[gan.name,data.train_size]",
+              "  medsynbench status sweep_dir=latest"]
     return "\n".join(lines)
 
 

@@ -45,6 +45,15 @@ class PathsConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    """What ``medsynbench train`` returns to a sweeper (Optuna): the value of one metric of the run's record. In no
+    run id (``objective`` is a volatile key): choosing an objective never retrains or re-evaluates a run."""
+
+    metric: Optional[str] = None      # e.g. kid_unet, fd_unet, dice_unet@synthetic (downstream: <metric>@<train_on>)
+    direction: str = "auto"           # auto | minimize | maximize; must agree with the record's higher_is_better
+
+
+@dataclass
 class RunConfig:
     dataset: DatasetConfig = MISSING
     data: DataConfig = field(default_factory=DataConfig)
@@ -62,6 +71,8 @@ class RunConfig:
     evaluate: bool = True             # after training: sample, metrics, downstream, store record
     n_samples: Optional[int] = None   # synthetic images for evaluation; null = as many as the real test split
     evaluate_step: Optional[int] = None  # checkpoint step to evaluate (null = the last); needs that snapshot kept
+    retry_failed: bool = False        # a relaunch skips runs recorded as failed unless true (in no id)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # the value a sweeper optimises
 
 
 @dataclass
@@ -113,6 +124,15 @@ class LeaderboardConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
+@dataclass
+class StatusConfig:
+    sweep_dir: Optional[str] = None          # a Hydra multirun directory (holds multirun.yaml), or "latest"
+    experiment_name: Optional[str] = None    # or: the records of one experiment (pending runs unknown)
+    format: str = "table"                    # table | json
+    heartbeat_timeout_s: float = 120.0       # a run whose heartbeat is younger than this counts as running
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
 def register_configs() -> None:
     if not OmegaConf.has_resolver("msb_root"):
         OmegaConf.register_new_resolver("msb_root", lambda: str(REPO_ROOT))
@@ -121,3 +141,4 @@ def register_configs() -> None:
     cs.store(name="evaluate_schema", node=EvaluateConfig)
     cs.store(name="evaluate_folder_schema", node=EvaluateFolderConfig)
     cs.store(name="leaderboard_schema", node=LeaderboardConfig)
+    cs.store(name="status_schema", node=StatusConfig)

@@ -12,7 +12,9 @@ Two ids make a run trustworthy at sweep scale:
 The results store holds one record per (training id, evaluation id). Launching a config again therefore resumes an
 interrupted training, evaluates only when the training is complete and the evaluation settings are new, and does
 nothing when both are done. ``execute_run`` never lets one bad run kill a multirun: a run that diverges is recorded
-with status ``diverged``, one that raises with status ``failed`` (and, in single-run mode, re-raised).
+with status ``diverged``, one that raises with status ``failed`` (and, in single-run mode, re-raised). A relaunch skips
+a run recorded as ``failed`` (saying why it failed) unless ``retry_failed=true``. While a process works on a run it
+holds ``<run dir>/run.lock`` and refreshes ``<run dir>/heartbeat.json`` (see :mod:`benchmark.status`).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from benchmark.status import HEARTBEAT_FILE, Heartbeat
 from benchmark.store import VOLATILE_KEYS, flatten_config, read_record, record_id, record_path, write_record
 from benchmark.utils import atomic_write_json, git_commit, package_versions, resolve_device, stable_hash
 from medsynbench.checkpoints import checkpoint_path, checkpoint_paths
@@ -102,16 +105,44 @@ def _finish(cfg: DictConfig, record: dict, eval_dir: Path | None) -> dict:
     return record
 
 
+def job_threads(cfg: DictConfig) -> int | None:
+    """Torch threads of this run: ``num_threads`` when set, else the CPUs the job was given (SLURM's
+    ``SLURM_CPUS_PER_TASK``, a submitit launcher's ``cpus_per_task``), else torch's current count capped at the CPUs
+    this process may run on (its affinity): parallel runs never oversubscribe the cores. None = leave it."""
+    import os
+
+    import torch
+
+    if cfg.get("num_threads"):
+        return int(cfg.num_threads)
+    if os.environ.get("SLURM_CPUS_PER_TASK", "").isdigit():
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        cpus = HydraConfig.get().launcher.get("cpus_per_task")
+        if cpus:
+            return int(cpus)
+    except (ValueError, AttributeError):  # not under Hydra (a direct call), or a launcher without that key
+        pass
+    if hasattr(os, "sched_getaffinity"):
+        return min(torch.get_num_threads(), len(os.sched_getaffinity(0)))
+    return None
+
+
 def execute_run(cfg: DictConfig, raise_on_failure: bool = True) -> dict:
     from benchmark.data import load_dataset
     from benchmark.validate import validate_run_config
 
     validate_run_config(cfg)  # a misspelt key in any group stops here, before data, training or any record
     t_start = time.perf_counter()
-    if cfg.get("num_threads"):
+    threads = job_threads(cfg)
+    if threads:
         import torch
 
-        torch.set_num_threads(cfg.num_threads)
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        log.info("torch threads: %d", threads)
     eid = evaluation_id(cfg)
     try:
         device = resolve_device(cfg.device)
@@ -120,6 +151,14 @@ def execute_run(cfg: DictConfig, raise_on_failure: bool = True) -> dict:
         data_s = time.perf_counter() - t0
     except Exception as err:  # nothing trained: the failure is recorded under the config-only id
         log.error("run failed before training (%s): %s", _config_only_id(cfg), err)
+        # Failed before too (the data is loaded again on every launch: data that is back, or a fixed root, gets its
+        # real training id and runs): keep that record unless retry_failed=true asks to record the new attempt.
+        before = read_record(cfg.paths.store_dir, _config_only_id(cfg), eid)
+        if before is not None and before.get("status") == "failed" and not cfg.get("retry_failed", False):
+            _skip_failed(_config_only_id(cfg), eid, before)
+            if raise_on_failure:
+                raise
+            return before
         record = _base_record(cfg, _config_only_id(cfg), eid, None)
         record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         _finish(cfg, record, None)
@@ -138,9 +177,6 @@ def execute_run(cfg: DictConfig, raise_on_failure: bool = True) -> dict:
 
 def _execute_locked(cfg, bundle, tid: str, eid: str, run_dir: Path, device, data_s: float, t_start: float,
                     raise_on_failure: bool) -> dict:
-    from benchmark.evaluate import EVALUATION_FIELDS, evaluate_gan
-    from benchmark.train_loop import StopRequested, train
-
     eval_dir = run_dir / "evaluations" / eid
     # what an earlier attempt killed mid-write left behind (this process holds the run lock; checkpoint and sample
     # folders are cleaned by the training loop)
@@ -148,6 +184,7 @@ def _execute_locked(cfg, bundle, tid: str, eid: str, run_dir: Path, device, data
                                                              record_path(cfg.paths.store_dir, tid, eid).name)):
         for tmp in remove_stale_temporaries(folder, name) if folder.is_dir() else []:
             log.warning("removed %s, a partial file left by an interrupted attempt", tmp)
+    (run_dir / HEARTBEAT_FILE).unlink(missing_ok=True)  # left by a killed attempt (this process holds the lock)
     done = read_record(cfg.paths.store_dir, tid, eid)
     if done is None and (eval_dir / "record.json").is_file():  # killed between the two writes, or a new store
         done = json.loads((eval_dir / "record.json").read_text())
@@ -157,7 +194,32 @@ def _execute_locked(cfg, bundle, tid: str, eid: str, run_dir: Path, device, data
             atomic_write_json(eval_dir / "record.json", done)
         log.info("run %s, evaluation %s: already recorded (%s); nothing to do", tid, eid, record_id(tid, eid))
         return done
+    if done is not None and done.get("status") == "failed" and not cfg.get("retry_failed", False):
+        msg = _skip_failed(tid, eid, done)
+        if raise_on_failure:
+            raise RuntimeError(msg)
+        return done
+    # While this process works on the run, <run dir>/heartbeat.json says so (host, pid, step) every few seconds, for
+    # `medsynbench status` on any node of a shared file system.
+    with Heartbeat(run_dir, tid, eid):
+        return _train_and_record(cfg, bundle, tid, eid, run_dir, device, data_s, t_start, raise_on_failure)
 
+
+def _skip_failed(tid: str, eid: str, record: dict) -> str:
+    """A run recorded as failed is not retried by a relaunch unless retry_failed=true; say so (log and stdout)."""
+    msg = (f"run {tid}, evaluation {eid}: failed before: {record.get('error', 'unknown error')}; "
+           "relaunch with retry_failed=true to retry")
+    log.warning("%s", msg)
+    print(f"[medsynbench] {msg}")
+    return msg
+
+
+def _train_and_record(cfg, bundle, tid: str, eid: str, run_dir: Path, device, data_s: float, t_start: float,
+                      raise_on_failure: bool) -> dict:
+    from benchmark.evaluate import EVALUATION_FIELDS, evaluate_gan
+    from benchmark.train_loop import StopRequested, train
+
+    eval_dir = run_dir / "evaluations" / eid
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     handler = _attach_file_log(run_dir)
     record = _base_record(cfg, tid, eid, run_dir)

@@ -24,7 +24,9 @@ SCHEMA_VERSION = 2
 # never a reason to keep two leaderboard rows apart (where things live, progress bars, snapshot cadence, device).
 VOLATILE_KEYS = ("paths", "dataset.root", "device", "num_threads", "train.progress", "train.log_every",
                  "train.stop_after", "train.sample_every", "train.sample_grid", "train.checkpoint_every",
-                 "train.keep_checkpoints", "downstream.progress")
+                 "train.keep_checkpoints", "downstream.progress",
+                 "objective",  # what a sweeper optimises (benchmark/objective.py): read from the record, never in an id
+                 "retry_failed")  # whether a relaunch retries runs recorded as failed (benchmark/run.py)
 STATUSES = ("completed", "diverged", "failed")
 
 

@@ -178,8 +178,14 @@ def test_shipped_configs_pass(overrides):
 
 @pytest.mark.parametrize("sweep", _options("sweep"))
 def test_shipped_sweeps_pass_with_their_first_values(sweep):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     params = compose_with([f"+sweep={sweep}"]).hydra.sweeper.params
-    first = [f"{key}={str(values).split(',')[0]}" for key, values in params.items()]
+    parsed = OverridesParser.create().parse_overrides([f"{key}={values}" for key, values in params.items()])
+    # grid sweeps (a,b,c) and Optuna choices (choice(a,b)) alike: the first value of each key
+    first = [f"{o.get_key_element()}="
+             + (next(iter(o.sweep_string_iterator())) if o.is_sweep_override() else o.get_value_element_as_str())
+             for o in parsed]
     validate_run_config(compose_with([f"+sweep={sweep}", *first]))
 
 
