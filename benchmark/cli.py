@@ -115,7 +115,7 @@ COMMANDS = {
     "train": (train_app, "train one run (or a --multirun sweep), then evaluate and record it"),
     "evaluate": (evaluate_app, "evaluate an existing run directory: run_dir=<path>"),
     "evaluate-folder": (evaluate_folder_app, "score a folder of images against a dataset: folder=<dir> dataset=<name>"),
-    "leaderboard": (leaderboard_app, "leaderboard of one metric from the results store: metric=<name>"),
+    "leaderboard": (leaderboard_app, "leaderboards from the results store: metric=<name> | metric=[a,b]"),
     "report": (leaderboard_app, "alias of leaderboard"),
     "status": (status_app, "runs of a sweep: done/running/failed/pending (sweep_dir=<dir>|latest, experiment_name=)"),
     "sweep-status": (status_app, "alias of status"),
@@ -124,11 +124,11 @@ COMMANDS = {
 
 def usage() -> str:
     lines = ["usage: medsynbench <command> [hydra overrides] [--help]", "", "commands:"]
-    lines += [f"  {name:<12} {desc}" for name, (_, desc) in COMMANDS.items()]
+    lines += [f"  {name:<16} {desc}" for name, (_, desc) in COMMANDS.items()]
     lines += ["", "Each command is a Hydra app: `medsynbench <command> --help` lists its config groups.",
               "Examples:", "  medsynbench train experiment=quickstart",
               "  medsynbench train --multirun gan=dcgan data.train_size=50,100 seed=1,2",
-              "  medsynbench leaderboard metric=fd_unet group_by=[gan.name,data.train_size]",
+              "  medsynbench leaderboard 'metric=[kid_unet,dice_unet@synthetic]' +filter.dataset.name=isic_mini",
               "  medsynbench status sweep_dir=latest"]
     return "\n".join(lines)
 
