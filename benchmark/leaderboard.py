@@ -21,14 +21,16 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.core import nanops
 from scipy import stats
 
+from benchmark.store import RUN_COLUMNS, load_records, metric_table  # noqa: F401  (load_records: callers)
 from benchmark.store import VOLATILE_KEYS as STORE_VOLATILE_KEYS
-from benchmark.store import RUN_COLUMNS, load_records, metric_table
 
 # Config keys that never define a group (a key matches an entry equal to it or below it: "paths" = paths.*).
 # ``seed`` is what is averaged. Shared with the store / run id logic.
@@ -124,13 +126,189 @@ def _protocol(rows: pd.DataFrame) -> dict[str, list[str]]:
             continue
         if field in rows.columns:
             vals = sorted({_norm(v)[:12] if field == "weights_sha256" else _norm(v)
-                           for v in rows[field] if _norm(v) != "null"})
+                           for v in pd.unique(rows[field]) if _norm(v) != "null"})
             if vals:
                 out[label] = vals
     return out
 
 
-def leaderboard(records: list[dict], metric: str | list[str], group_by: list[str] | None = None,
+def _texts(col: pd.Series) -> np.ndarray:
+    """``col.map(_norm)`` as an object array; fast for categoricals (each category once) and for columns that are
+    already canonical text (the index's)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes, norm = _norm_codes(col)
+        return norm[codes]
+    if isinstance(col.dtype, pd.StringDtype):
+        return col.fillna("null").to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(col, skipna=True) in ("string", "empty"):
+        return np.asarray(col.astype(object).where(col.notna(), "null"), dtype=object)
+    return np.asarray(col.map(_norm), dtype=object)
+
+
+def _norm_codes(col: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(per-row index into ``texts``, ``texts``) of a categorical column: ``texts`` = the categories' canonical
+    text, then "null" for missing values."""
+    cats = col.cat.categories
+    norm = np.array([_norm(c) for c in cats.tolist()] + ["null"], dtype=object)
+    codes = col.cat.codes.to_numpy().astype(np.int64)
+    codes[codes < 0] = len(cats)
+    return codes, norm
+
+
+def _factor(col: pd.Series) -> tuple[np.ndarray, np.ndarray | None]:
+    """Integer codes equal exactly where ``col.map(_norm)`` is equal (and the texts, for categoricals by code)."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes, norm = _norm_codes(col)
+        return pd.factorize(norm)[0][codes], None
+    texts = _texts(col)
+    return pd.factorize(texts)[0], texts
+
+
+def _distinct_pairs(g: np.ndarray, texts: np.ndarray) -> list[tuple[int, str]]:
+    """The distinct (group, text) pairs."""
+    if not len(g):
+        return []
+    codes, uniq = pd.factorize(texts)
+    pair = np.unique(g.astype(np.int64) * len(uniq) + codes)
+    return list(zip((pair // len(uniq)).tolist(), np.asarray(uniq, dtype=object)[pair % len(uniq)].tolist()))
+
+
+@cache
+def _t_ppf(level: float, dof: int) -> float:
+    return float(stats.t.ppf((1 + level) / 2, dof))
+
+
+def _stats_of(per_seed: np.ndarray, level: float) -> tuple[float, float, float, int]:
+    """``_seed_stats`` on the per-seed means (ordered by seed text): the same pandas/scipy reductions."""
+    n = len(per_seed)
+    mean = float(nanops.nanmean(per_seed, skipna=True)) if n else float("nan")
+    std = float(nanops.nanstd(per_seed, skipna=True, ddof=1)) if n > 1 else float("nan")
+    # stats.sem(per_seed) as scipy computes it (std with ddof=1 over sqrt(n)), without its per-call wrapper cost
+    half = float(_t_ppf(level, n - 1) * (np.std(per_seed, ddof=1) / n ** 0.5)) if n > 1 else float("nan")
+    return mean, std, half, n
+
+
+def _rows_per_group(rows: pd.DataFrame, columns: list[str], metrics: list[str], grouped_aliases: set,
+                    level: float, tag: str):
+    """The board's rows (one dict per group, in order of first appearance), pooled values per key and warning
+    marks; the per-group statistics of the original per-group loop, computed column-wise (identical numbers: the
+    same groupby means per seed and the same reductions over the per-seed means)."""
+    n = len(rows)
+    if columns:
+        gid = rows.groupby(columns, sort=False, dropna=False, observed=True).ngroup().to_numpy()
+        n_groups = int(gid.max()) + 1 if n else 0
+        first = np.full(n_groups, n, dtype=np.int64)
+        np.minimum.at(first, gid, np.arange(n))
+        keys = [tuple(rows[c].iloc[first].tolist()) for c in columns]
+        keys = list(zip(*keys)) if keys else [()] * n_groups
+    else:
+        gid, n_groups, keys = np.zeros(n, dtype=np.int64), 1, [()]
+    out = [{c.removeprefix("cfg."): v for c, v in zip(columns, key)} for key in keys]
+    # pooled keys per group (= _differing(g) less the grouped keys): a code that differs from the group's first
+    cand = [c for c in rows.columns if c.startswith("cfg.") and not is_volatile(c) and c not in grouped_aliases]
+    order = np.argsort(gid, kind="stable")
+    starts = np.searchsorted(gid[order], np.arange(n_groups))
+    pooled_of = [[] for _ in range(n_groups)]
+    first_seen: dict[str, tuple[int, int]] = {}
+    for j, c in enumerate(cand):
+        codes, texts = _factor(rows[c])
+        sc = codes[order]
+        lo = np.minimum.reduceat(sc, starts) if n else sc[:0]
+        hi = np.maximum.reduceat(sc, starts) if n else sc[:0]
+        differs = np.nonzero(lo != hi)[0]
+        if len(differs):
+            for gi in differs:
+                pooled_of[gi].append(c)
+            vals = (texts if texts is not None else _texts(rows[c]))[np.isin(gid, differs)]
+            first_seen[c] = (int(differs[0]), j, set(vals.tolist()))
+    pooled_all = {c.removeprefix("cfg."): first_seen[c][2]
+                  for c in sorted(first_seen, key=lambda c: first_seen[c][:2])}
+    for gi, row in enumerate(out):
+        row["pooled"] = ", ".join(c.removeprefix("cfg.") for c in pooled_of[gi])
+    # per (group, metric): statistics over seeds, warnings, protocol
+    seeds = _texts(rows["seed"])
+    metric = rows["metric"].to_numpy(dtype=object)
+    values = rows["value"].astype(float).to_numpy()
+    warn = rows["warning"] if "warning" in rows else None
+    if warn is not None:
+        present = warn.notna().to_numpy()
+        wtext = np.full(n, "", dtype=object)
+        wtext[present] = warn[present].astype(str).to_numpy(dtype=object)
+        has_warn = present & (pd.Series(wtext).str.len().to_numpy() > 0)
+    proto_fields = []
+    for field, label in _PROTOCOL:
+        if field in rows.columns:
+            t = _texts(rows[field])
+            if field == "weights_sha256":
+                t = np.array([v[:12] for v in t], dtype=object) if len(t) else t
+            proto_fields.append((field, label, t))
+    warnings: dict[tuple[str, str], str] = {}
+    per_metric = {}
+    for m in metrics:
+        sel = np.nonzero(metric == m)[0]
+        g, s = gid[sel], seeds[sel]
+        per_seed = pd.Series(values[sel]).groupby([g, s]).mean()  # sorted by group, then seed text
+        pg = per_seed.index.get_level_values(0).to_numpy()
+        pv = per_seed.to_numpy()
+        bounds = np.searchsorted(pg, np.arange(n_groups + 1))
+        n_rec = np.bincount(g, minlength=n_groups)
+        n_warn = np.bincount(g[has_warn[sel]], minlength=n_groups) if warn is not None else np.zeros(n_groups, int)
+        texts = [set() for _ in range(n_groups)]
+        if warn is not None:
+            for gi, text in zip(g[has_warn[sel]], wtext[sel][has_warn[sel]]):
+                texts[gi].add(text)
+        proto = [{} for _ in range(n_groups)]
+        for field, label, t in proto_fields:
+            found: dict[int, list] = {}
+            for gi, v in _distinct_pairs(g, t[sel]):
+                if v != "null":
+                    found.setdefault(gi, []).append(v)
+            for gi, vals in found.items():
+                if field == "weights" and "weights sha256" in proto[gi]:
+                    continue
+                proto[gi][label] = sorted(vals)
+        per_metric[m] = (pv, bounds, n_rec, n_warn, texts, proto)
+    for gi, row in enumerate(out):
+        for m in metrics:
+            pv, bounds, n_rec, n_warn, texts, proto = per_metric[m]
+            mean, std, half, k = _stats_of(pv[bounds[gi]:bounds[gi + 1]], level)
+            marks = []
+            for text in sorted(texts[gi]):
+                if (m, text) not in warnings:
+                    i = len(warnings)
+                    warnings[(m, text)] = _MARKS[i % len(_MARKS)] * (i // len(_MARKS) + 1)
+                marks.append(warnings[(m, text)])
+            p = proto[gi]
+            row.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_{tag}_lo": mean - half,
+                        f"{m}_{tag}_hi": mean + half, f"{m}_n_seeds": k, f"{m}_n_records": int(n_rec[gi]),
+                        f"{m}_n_warn": int(n_warn[gi]), f"_{m}_marks": "".join(marks),
+                        f"_{m}_mixed": any(len(v) > 1 for v in p.values()),
+                        f"_{m}_proto": " · ".join(f"{k} {'|'.join(v)}" for k, v in p.items() if k in _RANK_PROTOCOL)})
+    # collapsed seeds per group (over all requested metrics' rows)
+    if "collapsed" in rows:
+        col = rows["collapsed"]
+        is_c = col.to_numpy() if col.dtype == bool else col.map(lambda v: v is True or v == 1).to_numpy(dtype=bool)
+    else:
+        is_c = np.zeros(n, dtype=bool)
+    n_total = np.bincount(np.array([gi for gi, _ in _distinct_pairs(gid, seeds)], dtype=np.int64),
+                          minlength=n_groups)
+    n_coll = np.bincount(np.array([gi for gi, _ in _distinct_pairs(gid[is_c], seeds[is_c])], dtype=np.int64),
+                         minlength=n_groups)
+    reasons = [set() for _ in range(n_groups)]
+    if "collapse_reasons" in rows and is_c.any():
+        has = is_c & rows["collapse_reasons"].notna().to_numpy()
+        for gi, r in zip(gid[has], rows["collapse_reasons"].to_numpy(dtype=object)[has]):
+            if str(r):
+                reasons[gi].add(str(r))
+    for gi, row in enumerate(out):
+        row["n_collapsed"] = int(n_coll[gi])
+        row["n_seeds_total"] = int(n_total[gi])
+        row["_collapse_reasons"] = sorted(reasons[gi])
+    return out, pooled_all, warnings
+
+
+
+def leaderboard(records: list[dict] | pd.DataFrame, metric: str | list[str], group_by: list[str] | None = None,
                 include_failed: bool = False, where: dict | None = None, ci: float = 0.95) -> pd.DataFrame:
     """One row per group, columns ``<metric>_mean/_std/_ciNN_lo/_ciNN_hi/_n_seeds/_n_records/_n_warn`` per metric
     and ``n_collapsed``; ranked by the first metric in its direction. Grouping, pooled keys, filters, protocol and
@@ -138,13 +316,14 @@ def leaderboard(records: list[dict], metric: str | list[str], group_by: list[str
 
     group_by: None = every differing non-volatile config key (plus dataset and GAN name); else the given keys
     (config keys like ``gan.name`` or run-level columns like ``dataset``). where: ``{key: value or [values]}`` on
-    config keys or run-level columns (nested dicts are flattened to dotted keys).
+    config keys or run-level columns (nested dicts are flattened to dotted keys). ``records`` may also be a table
+    as ``metric_table`` (or ``store_index.metric_table_from_store``) returns it.
     """
     metrics = [metric] if isinstance(metric, str) else list(metric)
     if not metrics:
         raise ValueError("no metric requested")
-    table = metric_table(records)
-    available = sorted(set(table["metric"].dropna())) if "metric" in table else []
+    table = records if isinstance(records, pd.DataFrame) else metric_table(records)
+    available = sorted(set(table["metric"].dropna().unique())) if "metric" in table else []
     missing = [m for m in metrics if m not in available]
     if missing:
         raise KeyError(f"no records of metric(s) {missing} in the results store; available: {available}")
@@ -164,46 +343,11 @@ def leaderboard(records: list[dict], metric: str | list[str], group_by: list[str
     grouped_aliases = set(columns) | {_ALIASES[c] for c in columns if c in _ALIASES}
     for col in columns:
         rows[col] = rows[col].map(lambda v, c=col: _display(c, v))
-    groups = rows.groupby(columns, sort=False, dropna=False) if columns else [((), rows)]
-
     level, tag = ci, _ci_tag(ci)
     hib = rows["higher_is_better"] if "higher_is_better" in rows else pd.Series(np.nan, index=rows.index)
     higher = {m: bool(hib[rows["metric"] == m].dropna().iloc[0]) if hib[rows["metric"] == m].notna().any() else False
               for m in metrics}
-    warnings: dict[tuple[str, str], str] = {}  # (metric, warning text) -> mark
-    out, pooled_all = [], {}
-    for key, g in groups:
-        key = key if isinstance(key, tuple) else (key,)
-        row = {c.removeprefix("cfg."): v for c, v in zip(columns, key)}
-        pooled = [c for c in _differing(g) if c not in grouped_aliases]
-        for c in pooled:
-            pooled_all.setdefault(c.removeprefix("cfg."), set()).update(g[c].map(_norm))
-        row["pooled"] = ", ".join(c.removeprefix("cfg.") for c in pooled)
-        for m in metrics:
-            gm = g[g["metric"] == m]
-            s = _seed_stats(gm["value"].astype(float), gm["seed"], level)
-            warn = gm["warning"].dropna() if "warning" in gm else pd.Series(dtype=object)
-            warn = warn[warn.astype(str).str.len() > 0]
-            marks = []
-            for text in sorted(set(warn.astype(str))):
-                if (m, text) not in warnings:
-                    i = len(warnings)
-                    warnings[(m, text)] = _MARKS[i % len(_MARKS)] * (i // len(_MARKS) + 1)
-                marks.append(warnings[(m, text)])
-            proto = _protocol(gm)
-            row.update({f"{m}_mean": s["mean"], f"{m}_std": s["std"], f"{m}_{tag}_lo": s["ci_lo"],
-                        f"{m}_{tag}_hi": s["ci_hi"], f"{m}_n_seeds": s["n_seeds"], f"{m}_n_records": len(gm),
-                        f"{m}_n_warn": len(warn), f"_{m}_marks": "".join(marks),
-                        f"_{m}_mixed": any(len(v) > 1 for v in proto.values()),
-                        f"_{m}_proto": " · ".join(f"{k} {'|'.join(v)}" for k, v in proto.items()
-                                                  if k in _RANK_PROTOCOL)})
-        collapsed = g[g["collapsed"].map(lambda v: v is True or v == 1)] if "collapsed" in g else g.iloc[:0]
-        row["n_collapsed"] = collapsed["seed"].map(_norm).nunique()
-        row["n_seeds_total"] = g["seed"].map(_norm).nunique()
-        reasons = collapsed["collapse_reasons"].dropna() if "collapse_reasons" in collapsed else []
-        row["_collapse_reasons"] = sorted({str(r) for r in reasons if str(r)})
-        out.append(row)
-
+    out, pooled_all, warnings = _rows_per_group(rows, columns, metrics, grouped_aliases, level, tag)
     board = pd.DataFrame(out)
     first = metrics[0]
     # Rank only comparable rows: one ranking per dataset and measurement protocol of the first metric.
@@ -309,6 +453,20 @@ def output_stem(metrics: list[str], group_by: list[str] | None, where: dict | No
     return f"{safe}-{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
 
 
+def _store_table(store_dir: str | Path, metrics: list[str]) -> pd.DataFrame:
+    """The requested metrics' rows from the store's columnar index (refreshed from new and changed record files
+    first; see benchmark/store_index.py): the leaderboard of ``metric_table(load_records(store_dir))``, faster."""
+    from benchmark.store_index import available_metrics, metric_table_from_store
+
+    table = metric_table_from_store(store_dir, metrics)
+    found = set(table["metric"].dropna()) if "metric" in table else set()
+    missing = [m for m in metrics if m not in found]
+    if missing:  # the error names every metric of the store, as leaderboard() does on the whole table
+        raise KeyError(f"no records of metric(s) {missing} in the results store; available: "
+                       f"{available_metrics(store_dir)}")
+    return table
+
+
 def write_leaderboard(store_dir: str | Path, out_dir: str | Path, metric: str | list[str],
                       group_by: list[str] | None = None, include_failed: bool = False, where: dict | None = None,
                       ci: float = 0.95) -> tuple[pd.DataFrame, str, Path]:
@@ -316,7 +474,7 @@ def write_leaderboard(store_dir: str | Path, out_dir: str | Path, metric: str | 
     protocol, footnotes); returns (board, Markdown text, Markdown path)."""
     metrics = [metric] if isinstance(metric, str) else list(metric)
     group_by = None if group_by is None else list(group_by)
-    board = leaderboard(load_records(store_dir), metrics, group_by, include_failed, where, ci)
+    board = leaderboard(_store_table(store_dir, metrics), metrics, group_by, include_failed, where, ci)
     text = to_markdown(board)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
