@@ -120,6 +120,20 @@ RUN_COLUMNS = ("run_id", "status", "seed", "dataset", "gan", "train_size", "expe
                "evaluation_id", "record_id", "recorded_at", "collapsed", "collapse_reasons")
 
 
+def run_fields(rec: dict) -> tuple[dict, dict]:
+    """(run-level columns, ``cfg.*`` columns) of one record, as every reader of the store tabulates them."""
+    config = rec.get("config") or {}
+    base = {c: rec.get(c) for c in RUN_COLUMNS}
+    if base["seed"] is None:
+        base["seed"] = config.get("seed")
+    if isinstance(base["collapse_reasons"], list):
+        base["collapse_reasons"] = "; ".join(base["collapse_reasons"])
+    cfg = {f"cfg.{k}": v for k, v in config.items()}
+    if "evaluate_step" in config and config["evaluate_step"] is None:  # null = the last step: compare as such
+        cfg["cfg.evaluate_step"] = rec.get("evaluated_step", config.get("train.steps"))
+    return base, cfg
+
+
 def metric_table(records: list[dict]) -> pd.DataFrame:
     """One row per (record, metric): run-level columns, ``cfg.*`` config keys, then the metric record's fields.
 
@@ -130,15 +144,8 @@ def metric_table(records: list[dict]) -> pd.DataFrame:
     """
     rows = []
     for rec in dedupe_records(records):
-        config = rec.get("config") or {}
-        base = {c: rec.get(c) for c in RUN_COLUMNS}
-        if base["seed"] is None:
-            base["seed"] = config.get("seed")
-        if isinstance(base["collapse_reasons"], list):
-            base["collapse_reasons"] = "; ".join(base["collapse_reasons"])
-        base.update({f"cfg.{k}": v for k, v in config.items()})
-        if "evaluate_step" in config and config["evaluate_step"] is None:  # null = the last step: compare as such
-            base["cfg.evaluate_step"] = rec.get("evaluated_step", config.get("train.steps"))
+        base, cfg = run_fields(rec)
+        base.update(cfg)
         entries = [dict(m) for m in rec.get("metrics", [])]
         entries += [{**d, "metric": f"{d['metric']}@{d.get('train_on', 'real')}"}
                     for d in rec.get("downstream", []) if not d.get("skipped")]

@@ -49,7 +49,7 @@ try:  # 4-5x faster than json on the records; same values (both give Python dict
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover
     _loads = json.loads
-from benchmark.store import RUN_COLUMNS
+from benchmark.store import RUN_COLUMNS, run_fields
 from medsynbench.io import atomic_write, file_lock
 
 INDEX_VERSION = 2
@@ -109,15 +109,7 @@ def _scan(folder: Path) -> dict[str, tuple[int, int, int]]:
 def _rows(rec: dict, name: str):
     """(run row, config key order, metric rows) of one record, with metric_table's semantics."""
     rec.setdefault("record_id", name[:-len(".json")])
-    config = rec.get("config") or {}
-    base = {c: rec.get(c) for c in RUN_COLUMNS}
-    if base["seed"] is None:
-        base["seed"] = config.get("seed")
-    if isinstance(base["collapse_reasons"], list):
-        base["collapse_reasons"] = "; ".join(base["collapse_reasons"])
-    cfg = {f"cfg.{k}": v for k, v in config.items()}
-    if "evaluate_step" in config and config["evaluate_step"] is None:  # null = the last step: compare as such
-        cfg["cfg.evaluate_step"] = rec.get("evaluated_step", config.get("train.steps"))
+    base, cfg = run_fields(rec)
     run = {"_file": name}
     for k, v in {**base, **cfg}.items():
         if k == "collapsed":
@@ -428,13 +420,7 @@ def _snapshot(store: Path, metrics: list[str] | None, fresh: dict | None = None)
     folder = index_dir(store)
     for attempt in range(5):
         state = fresh if fresh is not None and attempt == 0 else _read_state(folder)
-        ch = None if fresh is not None and attempt == 0 else _changes(store, folder, state)
-        changed, extra_dead = [], {}
-        if ch is not None:
-            changed, gone, _, known, _ = ch
-            for f in set(changed) | gone:
-                if f in known:
-                    extra_dead.setdefault(known[f][3], set()).add(f)
+        changed, extra_dead = ([], {}) if fresh is not None and attempt == 0 else _uncovered(store, folder, state)
         try:
             runs_t, metrics_t, keylists, run_live, met_live = _read_live(folder, state, extra_dead, metrics, True)
         except FileNotFoundError:
@@ -549,11 +535,8 @@ def metric_table_from_store(store_dir: str | Path, metrics: list[str] | str | No
     return pa.table(columns).to_pandas() if columns else pd.DataFrame()
 
 
-def available_metrics(store_dir: str | Path) -> list[str]:
-    """Every metric name in the store (the index's ``metric`` column plus files it does not cover yet)."""
-    store = Path(store_dir)
-    folder = index_dir(store)
-    state = _read_state(folder)
+def _uncovered(store: Path, folder: Path, state: dict) -> tuple[list, dict]:
+    """(record files the index does not cover yet, {part: files whose indexed rows are stale}) without refreshing."""
     ch = _changes(store, folder, state)
     changed, extra_dead = [], {}
     if ch is not None:
@@ -561,6 +544,15 @@ def available_metrics(store_dir: str | Path) -> list[str]:
         for f in set(changed) | gone:
             if f in known:
                 extra_dead.setdefault(known[f][3], set()).add(f)
+    return changed, extra_dead
+
+
+def available_metrics(store_dir: str | Path) -> list[str]:
+    """Every metric name in the store (the index's ``metric`` column plus files it does not cover yet)."""
+    store = Path(store_dir)
+    folder = index_dir(store)
+    state = _read_state(folder)
+    changed, extra_dead = _uncovered(store, folder, state)
     names: set = set()
     for part in state["parts"]:
         dead = set(state["dead"].get(part, ())) | extra_dead.get(part, set())

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _bench import uptime, write_outputs
 
 REPO = Path(__file__).resolve().parents[1]
 TASKS = {  # name: (metric, implementation)
@@ -218,7 +219,7 @@ def main():
     if args.task:
         return run_task(args.task, n, d)
     out = Path(args.out)
-    rows, overhead, load = [], None, {"before": _uptime()}
+    rows, overhead, load = [], None, {"before": uptime()}
     only = set(args.only.split(",")) if args.only else None
     if only and out.with_suffix(".json").is_file():
         previous = json.loads(out.with_suffix(".json").read_text())
@@ -246,21 +247,12 @@ def main():
         else:
             overhead = json.loads(proc.stdout.strip().splitlines()[-1])
             print(f"eval_overhead: ratio {overhead['ratio']:.3f}")
-    load["after"] = _uptime()
+    load["after"] = uptime()
     rows.sort(key=lambda r: list(TASKS).index(r["task"]))
     out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"n": n, "d": d, "threads": int(os.environ.get("BENCH_THREADS", "2")), "quick": args.quick,
             "features": "default_rng(0): real N(0,1), fake N(0.05,1), float32", "uptime": load}
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "eval_overhead": overhead}, indent=1))
-    out.with_suffix(".md").write_text(render_markdown(meta, rows, overhead))
-    print(f"wrote {out.with_suffix('.md')}")
-
-
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "uptime unavailable"
+    write_outputs(out, {"meta": meta, "rows": rows, "eval_overhead": overhead}, render_markdown(meta, rows, overhead))
 
 
 def render_markdown(meta: dict, rows: list[dict], overhead: dict | None) -> str:

@@ -22,11 +22,12 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _bench import uptime, write_outputs  # noqa: E402  (scripts/ is on sys.path when a script runs)
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -180,7 +181,7 @@ def main() -> None:
     tmp = Path(args.reuse) if args.reuse else Path(tempfile.mkdtemp(prefix="bench_store_", dir=args.tmp))
     store, old_store = tmp / "store", tmp / "old"  # old: hard links to the first old_n records of store
     res: dict = {"n": args.n, "old_n": args.old_n, "n_new": args.new, "replace": args.replace,
-                 "uptime_before": _uptime(), "boards": {k: {kk: str(vv) for kk, vv in v.items()}
+                 "uptime_before": uptime(), "boards": {k: {kk: str(vv) for kk, vv in v.items()}
                                                          for k, v in boards.items()}}
     cfg = _config_template()
     try:
@@ -195,7 +196,7 @@ def main() -> None:
             name = f"{make_record(i, cfg)['record_id']}.json"
             os.link(store / "records" / name, old_store / "records" / name)
         res["record_bytes"] = _du_mb(old_store / "records") * 1e6 / args.old_n
-        res["uptime_timed_start"] = _uptime()
+        res["uptime_timed_start"] = uptime()
 
         def old_path(kind, where=old_store):
             t_load, recs = _timed(lambda: load_records(where))
@@ -274,7 +275,7 @@ def main() -> None:
         t, out = _timed(lambda: refresh_index(store, compact=True))
         res["compact_s"] = t
     finally:
-        res["uptime_after"] = _uptime()
+        res["uptime_after"] = uptime()
         if args.reuse:  # back to the n generated records, no index
             for i in range(args.n, args.n + args.new):
                 with contextlib.suppress(FileNotFoundError):
@@ -285,18 +286,7 @@ def main() -> None:
             shutil.rmtree(old_store, ignore_errors=True)
         elif not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1, default=str))
-    out.with_suffix(".md").write_text(render_markdown(res))
-    print(f"wrote {out.with_suffix('.md')}")
-
-
-def _uptime() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "uptime unavailable"
+    write_outputs(args.out, res, render_markdown(res))
 
 
 def render_markdown(r: dict) -> str:
