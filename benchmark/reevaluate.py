@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from benchmark.store import flatten_config, write_record
-from benchmark.utils import atomic_write_json, git_commit, package_versions, resolve_device
+from benchmark.store import write_record
+from benchmark.utils import atomic_write_json, resolve_device
 from medsynbench.checkpoints import checkpoint_path, checkpoint_step
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def evaluate_run_dir(ecfg) -> dict:
     evaluating the same way twice replaces the record rather than adding a copy."""
     from benchmark.data import load_dataset
     from benchmark.evaluate import EVALUATION_FIELDS, evaluate_gan
-    from benchmark.run import evaluation_id
+    from benchmark.run import base_record, evaluation_id
 
     device = resolve_device(ecfg.device)
     run_dir = Path(ecfg.run_dir)
@@ -87,15 +87,11 @@ def evaluate_run_dir(ecfg) -> dict:
     out_dir = run_dir / "evaluations" / eid
     t0 = time.perf_counter()
     evaluation = evaluate_gan(cfg, gan, bundle, device, out_dir)
-    record = {
-        "run_id": tid, "training_id": tid, "evaluation_id": eid, "run_dir": str(run_dir),
-        "experiment": cfg.get("experiment_name"), "seed": cfg.seed, "dataset": cfg.dataset.name, "gan": cfg.gan.name,
-        "train_size": cfg.data.train_size, "status": "completed", "evaluated_from": str(ckpt_path),
-        "evaluated_step": step, "evaluation_only": True, "config": flatten_config(cfg), "data": bundle.meta,
-        "versions": package_versions(), "git_commit": git_commit(), "device": str(device),
-        **{k: evaluation[k] for k in EVALUATION_FIELDS if k in evaluation},
-        "timings": {**evaluation["timings"], "total_s": time.perf_counter() - t0},
-    }
+    record = base_record(cfg, tid, eid, run_dir)
+    record.update({k: evaluation[k] for k in EVALUATION_FIELDS if k in evaluation})
+    record.update(status="completed", evaluated_from=str(ckpt_path), evaluated_step=step, evaluation_only=True,
+                  data=bundle.meta, device=str(device))
+    record["timings"] = {**evaluation["timings"], "total_s": time.perf_counter() - t0}
     write_record(ecfg.paths.store_dir, record)
     atomic_write_json(out_dir / "record.json", record)
     return record

@@ -34,27 +34,37 @@ from medsynbench.io import crash_point, file_lock, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
-# Keys that change neither the weights nor the numbers are in neither id (moving the results folder or the dataset,
-# the progress bar, the snapshot cadence, the device choice and the thread count never start a run anew).
-VOLATILE = VOLATILE_KEYS
-# Keys of the evaluation id; every other key (and the data's content) is part of the training id.
+# Keys of the evaluation id; every other key (and the data's content) is part of the training id, except the
+# VOLATILE_KEYS, which are in neither (moving the results folder or the dataset, the progress bar, the snapshot
+# cadence, the device choice and the thread count never start a run anew).
 EVALUATION_KEYS = ("metrics", "downstream", "n_samples", "evaluate_step", "experiment_name", "evaluate")
 NO_EVALUATION = "none"  # evaluation id of a run launched with evaluate=false
+DATA_CONTENT_KEYS = ("train_content_sha256", "test_content_sha256")  # of the data meta, part of the training id
 
 
 def _matches(key: str, prefixes) -> bool:
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
+def data_content(data_meta: dict) -> dict:
+    """The data's content hashes from a loaded dataset's meta (what a training id and training.json keep)."""
+    return {k: data_meta.get(k) for k in DATA_CONTENT_KEYS}
+
+
+def _training_keys(cfg: DictConfig) -> tuple[str, dict]:
+    """(readable prefix: dataset, GAN, size, seed; the flattened keys that determine the weights)."""
+    size = cfg.data.train_size if cfg.data.train_size is not None else "all"
+    kept = {k: v for k, v in flatten_config(cfg).items() if not _matches(k, VOLATILE_KEYS + EVALUATION_KEYS)}
+    return f"{cfg.dataset.name}-{cfg.gan.name}-n{size}-s{cfg.seed}", kept
+
+
 def training_id(cfg: DictConfig, data_meta: dict) -> str:
     """Readable prefix (dataset, GAN, size, seed) + hash of what determines the weights, data content included."""
-    flat = flatten_config(cfg)
-    kept = {k: v for k, v in flat.items() if not _matches(k, VOLATILE + EVALUATION_KEYS)}
-    kept["data_content"] = {k: data_meta.get(k) for k in ("train_content_sha256", "test_content_sha256")}
+    prefix, kept = _training_keys(cfg)
+    kept["data_content"] = data_content(data_meta)
     if not all(kept["data_content"].values()):
-        raise ValueError("training_id needs the data's content hashes (train_content_sha256, test_content_sha256)")
-    size = cfg.data.train_size if cfg.data.train_size is not None else "all"
-    return f"{cfg.dataset.name}-{cfg.gan.name}-n{size}-s{cfg.seed}-{stable_hash(kept)}"
+        raise ValueError(f"training_id needs the data's content hashes ({', '.join(DATA_CONTENT_KEYS)})")
+    return f"{prefix}-{stable_hash(kept)}"
 
 
 def evaluation_id(cfg: DictConfig, step: int | None = None) -> str:
@@ -72,11 +82,10 @@ def evaluated_step(cfg: DictConfig) -> int:
     return int(cfg.train.steps if step is None else step)
 
 
-def _config_only_id(cfg: DictConfig) -> str:
+def config_only_id(cfg: DictConfig) -> str:
     """Id of a run whose data could not be loaded (so its content hash is unknown): only its failure is recorded."""
-    size = cfg.data.train_size if cfg.data.train_size is not None else "all"
-    flat = {k: v for k, v in flatten_config(cfg).items() if not _matches(k, VOLATILE + EVALUATION_KEYS)}
-    return f"{cfg.dataset.name}-{cfg.gan.name}-n{size}-s{cfg.seed}-nodata{stable_hash(flat)}"
+    prefix, kept = _training_keys(cfg)
+    return f"{prefix}-nodata{stable_hash(kept)}"
 
 
 def _attach_file_log(run_dir: Path) -> logging.Handler:
@@ -86,7 +95,8 @@ def _attach_file_log(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def _base_record(cfg: DictConfig, tid: str, eid: str, run_dir: Path | None) -> dict:
+def base_record(cfg: DictConfig, tid: str, eid: str, run_dir: Path | None) -> dict:
+    """The fields every record of a run has, before training and evaluation add theirs."""
     return {
         "run_id": tid, "training_id": tid, "evaluation_id": eid, "run_dir": str(run_dir) if run_dir else None,
         "experiment": cfg.experiment_name, "seed": cfg.seed, "dataset": cfg.dataset.name, "gan": cfg.gan.name,
@@ -150,16 +160,17 @@ def execute_run(cfg: DictConfig, raise_on_failure: bool = True) -> dict:
         bundle = load_dataset(cfg.dataset, cfg.data)
         data_s = time.perf_counter() - t0
     except Exception as err:  # nothing trained: the failure is recorded under the config-only id
-        log.error("run failed before training (%s): %s", _config_only_id(cfg), err)
+        cid = config_only_id(cfg)
+        log.error("run failed before training (%s): %s", cid, err)
         # Failed before too (the data is loaded again on every launch: data that is back, or a fixed root, gets its
         # real training id and runs): keep that record unless retry_failed=true asks to record the new attempt.
-        before = read_record(cfg.paths.store_dir, _config_only_id(cfg), eid)
+        before = read_record(cfg.paths.store_dir, cid, eid)
         if before is not None and before.get("status") == "failed" and not cfg.get("retry_failed", False):
-            _skip_failed(_config_only_id(cfg), eid, before)
+            _skip_failed(cid, eid, before)
             if raise_on_failure:
                 raise
             return before
-        record = _base_record(cfg, _config_only_id(cfg), eid, None)
+        record = base_record(cfg, cid, eid, None)
         record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         _finish(cfg, record, None)
         if raise_on_failure:
@@ -222,7 +233,7 @@ def _train_and_record(cfg, bundle, tid: str, eid: str, run_dir: Path, device, da
     eval_dir = run_dir / "evaluations" / eid
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     handler = _attach_file_log(run_dir)
-    record = _base_record(cfg, tid, eid, run_dir)
+    record = base_record(cfg, tid, eid, run_dir)
     record.update(device=str(device), data=bundle.meta)
     record["timings"]["data_s"] = data_s
     training_file = run_dir / "training.json"
@@ -233,7 +244,7 @@ def _train_and_record(cfg, bundle, tid: str, eid: str, run_dir: Path, device, da
             result = train(cfg, bundle, run_dir, device)
             training = {"status": result.status, "steps_done": result.steps_done, "resumed_from": result.resumed_from,
                         "final_losses": result.last_losses, "train_s": result.seconds,
-                        "data": {k: bundle.meta.get(k) for k in ("train_content_sha256", "test_content_sha256")}}
+                        "data": data_content(bundle.meta)}
             atomic_write_json(training_file, training)
             gan, record["evaluation_only"] = result.gan, False
         else:
@@ -255,23 +266,21 @@ def _train_and_record(cfg, bundle, tid: str, eid: str, run_dir: Path, device, da
                 if key in evaluation:
                     record[key] = evaluation[key]
             record["timings"].update(evaluation["timings"])
-    except StopRequested:
-        logging.getLogger().removeHandler(handler)
+    except StopRequested:  # a simulated kill (train.stop_after): nothing is recorded, as after a real one
         raise
     except Exception as err:  # recorded, then re-raised only outside a multirun
         log.error("run %s failed: %s", tid, err)
         record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         record["timings"]["total_s"] = time.perf_counter() - t_start
         _finish(cfg, record, None)
-        logging.getLogger().removeHandler(handler)
         if raise_on_failure:
             raise
         return record
-
-    record["timings"]["total_s"] = time.perf_counter() - t_start
-    _finish(cfg, record, eval_dir)
-    logging.getLogger().removeHandler(handler)
-    return record
+    else:
+        record["timings"]["total_s"] = time.perf_counter() - t_start
+        return _finish(cfg, record, eval_dir)
+    finally:
+        logging.getLogger().removeHandler(handler)
 
 
 def _load_generator(run_dir: Path, step: int, device):

@@ -320,7 +320,7 @@ def _job_ids(cfg, data_cache: dict) -> dict:
     """training id / evaluation id of one composed job config, as ``execute_run`` would compute them."""
     from omegaconf import OmegaConf
 
-    from benchmark.run import _config_only_id, evaluation_id, training_id
+    from benchmark.run import config_only_id, data_content, evaluation_id, training_id
     from benchmark.utils import stable_hash
 
     eid = evaluation_id(cfg)
@@ -331,12 +331,12 @@ def _job_ids(cfg, data_cache: dict) -> dict:
 
         try:
             meta = load_dataset(cfg.dataset, cfg.data).meta
-            data_cache[key] = ({k: meta.get(k) for k in ("train_content_sha256", "test_content_sha256")}, None)
+            data_cache[key] = (data_content(meta), None)
         except Exception as err:  # the run fails (or failed) at load: execute_run records it under the config id
             data_cache[key] = (None, f"{type(err).__name__}: {err}")
     meta, error = data_cache[key]
     if meta is None:
-        return {"training_id": _config_only_id(cfg), "evaluation_id": eid, "data_error": error}
+        return {"training_id": config_only_id(cfg), "evaluation_id": eid, "data_error": error}
     return {"training_id": training_id(cfg, meta), "evaluation_id": eid}
 
 

@@ -6,7 +6,8 @@ failed run that later succeeds), while another evaluation of the same training g
 
 Why one file per record: concurrent runs of a multirun (joblib, SLURM array jobs on a shared file system) can write at
 the same time without a lock, and a run killed mid-write leaves only a hidden temporary file that readers ignore — never
-half a record. ``write_record`` is the only writer; reports only read (``load_records`` / ``metric_table``, one row per record and metric).
+half a record. ``write_record`` is the only writer; reports only read (``load_records``, ``metric_table``: one row
+per record and metric; ``benchmark.store_index`` keeps a columnar index of the same rows for large stores).
 """
 from __future__ import annotations
 
@@ -134,6 +135,18 @@ def run_fields(rec: dict) -> tuple[dict, dict]:
     return base, cfg
 
 
+def metric_entries(rec: dict) -> list[dict]:
+    """A record's metric records and downstream scores (named ``<metric>@<trained on>``; skipped ones left out), each
+    a copy whose own ``seed`` (KID subsets, bootstrap) is renamed ``metric_seed`` so that it never hides the run's."""
+    entries = [dict(m) for m in rec.get("metrics", [])]
+    entries += [{**d, "metric": f"{d['metric']}@{d.get('train_on', 'real')}"}
+                for d in rec.get("downstream", []) if not d.get("skipped")]
+    for m in entries:
+        if "seed" in m:
+            m["metric_seed"] = m.pop("seed")
+    return entries
+
+
 def metric_table(records: list[dict]) -> pd.DataFrame:
     """One row per (record, metric): run-level columns, ``cfg.*`` config keys, then the metric record's fields.
 
@@ -146,12 +159,8 @@ def metric_table(records: list[dict]) -> pd.DataFrame:
     for rec in dedupe_records(records):
         base, cfg = run_fields(rec)
         base.update(cfg)
-        entries = [dict(m) for m in rec.get("metrics", [])]
-        entries += [{**d, "metric": f"{d['metric']}@{d.get('train_on', 'real')}"}
-                    for d in rec.get("downstream", []) if not d.get("skipped")]
+        entries = metric_entries(rec)
         for m in entries:
-            if "seed" in m:
-                m["metric_seed"] = m.pop("seed")
             rows.append({**{k: v for k, v in m.items() if k not in base}, **base})
         if not entries:
             rows.append({**base, "metric": None, "value": None})

@@ -49,7 +49,7 @@ try:  # 4-5x faster than json on the records; same values (both give Python dict
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover
     _loads = json.loads
-from benchmark.store import RUN_COLUMNS, run_fields
+from benchmark.store import RUN_COLUMNS, metric_entries, run_fields
 from medsynbench.io import atomic_write, file_lock
 
 INDEX_VERSION = 2
@@ -116,14 +116,10 @@ def _rows(rec: dict, name: str):
             run[k] = None if v is None else bool(v is True or v == 1)
         else:
             run[k] = _text(v)
-    entries = [dict(m) for m in rec.get("metrics", [])]
-    entries += [{**d, "metric": f"{d['metric']}@{d.get('train_on', 'real')}"}
-                for d in rec.get("downstream", []) if not d.get("skipped")]
+    entries = metric_entries(rec)
     metric_rows = []
     skip = {*base, *cfg, "_file", "_pos"}
     for pos, m in enumerate(entries):
-        if "seed" in m:
-            m["metric_seed"] = m.pop("seed")
         row = {"_file": name, "_pos": pos}
         for k, v in m.items():
             if k in skip:

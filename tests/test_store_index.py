@@ -58,14 +58,18 @@ def test_index_gives_the_leaderboards_of_the_records(tmp_path):
     assert refresh_index(store)["parsed"] == 0  # the read above brought the index up to date
 
 
-def test_refresh_picks_up_new_replaced_and_deleted_files(tmp_path):
-    store = tmp_path / "store"
-    recs = _records()
-    for rec in recs[:16]:
+def _indexed_then_new(store, recs, n_indexed: int) -> None:
+    """The first ``n_indexed`` records written and indexed, the rest written after the index (new files)."""
+    for rec in recs[:n_indexed]:
         _write(store, rec)
     refresh_index(store)
-    for rec in recs[16:]:  # new
+    for rec in recs[n_indexed:]:
         _write(store, rec)
+
+
+def test_refresh_picks_up_new_replaced_and_deleted_files(tmp_path):
+    store, recs = tmp_path / "store", _records()
+    _indexed_then_new(store, recs, 16)
     again = dict(recs[0], recorded_at="2026-02-01T00:00:00")  # re-evaluation: same file, same size, new numbers
     again["metrics"] = [dict(m, value=m["value"] + 1) for m in again["metrics"]]
     _write(store, again)
@@ -81,18 +85,14 @@ def test_refresh_picks_up_new_replaced_and_deleted_files(tmp_path):
     assert float(table.loc[table["record_id"] == recs[0]["record_id"], "value"].iloc[0]) == 101.0
     out = refresh_index(store, compact=True)
     assert out["compacted"] and out["parts"] == 1
-    assert sorted(p.name.split("-")[0].split(".")[0] for p in index_dir(store).glob("*.parquet")) == ["manifest", "metrics", "runs"]
+    parts = sorted(p.name.split("-")[0].split(".")[0] for p in index_dir(store).glob("*.parquet"))
+    assert parts == ["manifest", "metrics", "runs"]
     _same_boards(store)
 
 
 def test_reader_without_the_lock_parses_new_files_itself(tmp_path):
-    store = tmp_path / "store"
-    recs = _records()
-    for rec in recs[:12]:
-        _write(store, rec)
-    refresh_index(store)
-    for rec in recs[12:]:
-        _write(store, rec)
+    store, recs = tmp_path / "store", _records()
+    _indexed_then_new(store, recs, 12)
     from medsynbench.io import file_lock
     with file_lock(index_dir(store)):  # another process refreshes: this reader does not wait
         table = metric_table_from_store(store, lock_timeout=0.1)
