@@ -24,12 +24,11 @@ from benchmark.data.types import DatasetBundle
 from benchmark.utils import rng_state, seed_everything, set_rng_state
 from gans import draw_train_masks
 from medsynbench.amp import Amp
-from medsynbench.checkpoints import (CHECKPOINT_RE, CheckpointError, CheckpointWarning, checkpoint_path,
+from medsynbench.checkpoints import (CheckpointError, CheckpointWarning, checkpoint_path,
                                      checkpoint_paths, latest_valid_checkpoint)
 from medsynbench.io import atomic_torch_save, atomic_write, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
-CKPT_RE = CHECKPOINT_RE  # kept for callers of the old name
 
 
 class Diverged(RuntimeError):
@@ -80,12 +79,6 @@ def batch_indices(step: int, batch_size: int, n: int, seed: int) -> torch.Tensor
         out.extend(perm[offset:offset + take].tolist())
         pos += take
     return torch.tensor(out)
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest ``checkpoints/step_*.pt`` of a run (not verified: see :func:`latest_valid_checkpoint`)."""
-    found = checkpoint_paths(run_dir)
-    return found[-1] if found else None
 
 
 def save_checkpoint(run_dir: Path, gan, optimizers: dict, step: int, keep_all: bool, extra: dict) -> Path:

@@ -16,13 +16,13 @@ from hydra.errors import ConfigCompositionException
 from benchmark.data import load_dataset
 from benchmark.run import evaluation_id, execute_run, training_id
 from benchmark.store import load_records
-from benchmark.train_loop import StopRequested, batch_indices, latest_checkpoint
-from medsynbench.checkpoints import load_checkpoint
+from benchmark.train_loop import StopRequested, batch_indices
+from medsynbench.checkpoints import checkpoint_paths, load_checkpoint
 from tests.conftest import REPO, SMOKE, compose_config
 
 
 def _weights(run_dir: Path) -> dict:
-    return load_checkpoint(latest_checkpoint(run_dir))["state_dict"]
+    return load_checkpoint(checkpoint_paths(run_dir)[-1])["state_dict"]
 
 
 def _assert_same_weights(a: dict, b: dict):
@@ -75,7 +75,7 @@ def test_resume_after_stop_reproduces_uninterrupted_weights(smoke_cfg, tmp_path)
         execute_run(interrupted)
     # killed after step 3: the last checkpoint is step 2, and no record was written
     (run_dir,) = Path(interrupted.paths.runs_dir).iterdir()
-    assert latest_checkpoint(run_dir).name == "step_0000002.pt"
+    assert checkpoint_paths(run_dir)[-1].name == "step_0000002.pt"
     assert load_records(interrupted.paths.store_dir) == []
     resumed = execute_run(smoke_cfg(*common, results=tmp_path / "b"))
     assert resumed["resumed_from"] == 2 and resumed["run_id"] == full["run_id"]
