@@ -26,7 +26,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.status import HEARTBEAT_FILE, Heartbeat
+from benchmark.status import HEARTBEAT_FILE, RUN_LOCK, Heartbeat
 from benchmark.store import VOLATILE_KEYS, flatten_config, read_record, record_id, record_path, write_record
 from benchmark.utils import atomic_write_json, git_commit, package_versions, resolve_device, stable_hash
 from medsynbench.checkpoints import checkpoint_path, checkpoint_paths
@@ -182,7 +182,7 @@ def execute_run(cfg: DictConfig, raise_on_failure: bool = True) -> dict:
     run_dir.mkdir(parents=True, exist_ok=True)
     # One process per run directory: a duplicate launch (two sweeps, a relaunch while the first still runs) waits here
     # and then finds the work done. The OS releases the lock of a killed process.
-    with file_lock(run_dir / "run"):
+    with file_lock(run_dir / RUN_LOCK):
         return _execute_locked(cfg, bundle, tid, eid, run_dir, device, data_s, t_start, raise_on_failure)
 
 

@@ -35,7 +35,8 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 HEARTBEAT_FILE = "heartbeat.json"
-LOCK_FILE = "run.lock"           # medsynbench.io.file_lock(run_dir / "run")
+RUN_LOCK = "run"                 # execute_run holds file_lock(run_dir / RUN_LOCK) while it works on a run
+LOCK_FILE = f"{RUN_LOCK}.lock"   # the file medsynbench.io.file_lock creates for it
 HEARTBEAT_ENV = "MEDSYNBENCH_HEARTBEAT_S"
 DEFAULT_HEARTBEAT_S = 30.0
 STATES = ("done", "running", "failed", "diverged", "interrupted", "pending", "invalid")
