@@ -82,14 +82,13 @@ def extractor_keys(name: str) -> list[str] | None:
     """Options an extractor entry may set: the parameters of its extractor class (found through the factory's return
     annotation when the factory takes ``**kwargs``), less the context the orchestrator passes itself. ``None``: the
     extractor forwards arbitrary options, so they cannot be checked here."""
-    import metrics.extractors as ext
+    from metrics.extractors import CONTEXT_KEYS, extractor_factory
 
-    ext._load()
     if ":" in name:  # torchvision:<arch> / timm:<model>: HubExtractor(library, model, **options); seed is passed
         from metrics.extractors.hub import HubExtractor
-        names, forwards = _params(HubExtractor.__init__, skip=("self", "library", "model_name", *ext._CONTEXT))
+        names, forwards = _params(HubExtractor.__init__, skip=("self", "library", "model_name", *CONTEXT_KEYS))
         return None if forwards else names
-    factory = ext._EXTRACTORS[name]
+    factory = extractor_factory(name)
     names, forwards = _params(factory)
     if forwards:
         try:
@@ -99,7 +98,7 @@ def extractor_keys(name: str) -> list[str] | None:
         if not isinstance(target, type):
             return None
         names, forwards = _params(target.__init__, skip=("self",))
-    return None if forwards else [n for n in names if n not in ext._CONTEXT]
+    return None if forwards else [n for n in names if n not in CONTEXT_KEYS]
 
 
 def extractor_names() -> list[str]:
@@ -318,9 +317,9 @@ class _Validator:
             self.check_names(entry.get("metrics"), "feature", f"{path}.metrics")
             keys = extractor_keys(name)
             if keys is not None:
-                import metrics.extractors as ext
+                from metrics.extractors import CONTEXT_KEYS
                 refused = {k: "(the run passes it to every extractor" + ("; set metrics.seed)" if k == "seed" else ")")
-                           for k in ext._CONTEXT if k not in keys}
+                           for k in CONTEXT_KEYS if k not in keys}
                 self.check_keys(entry, [*EXTRACTOR_ENTRY_KEYS, *keys], path, "metrics", refused)
 
     def check_names(self, names: Any, kind: str, path: str) -> None:

@@ -12,7 +12,7 @@ from metrics.extractors.base import FeatureExtractor, Preprocess
 
 _EXTRACTORS: dict[str, Callable[..., FeatureExtractor]] = {}
 _PREFIXES = ("torchvision", "timm")
-_CONTEXT = ("train_set", "cache_dir", "device", "seed")
+CONTEXT_KEYS = ("train_set", "cache_dir", "device", "seed")  # what the orchestrator passes to every extractor
 
 
 def register_extractor(name: str):
@@ -29,6 +29,14 @@ def list_extractors() -> list[str]:
     return sorted(_EXTRACTORS) + [f"{p}:<name>" for p in _PREFIXES]
 
 
+def extractor_factory(name: str) -> Callable[..., FeatureExtractor]:
+    """The registered factory of ``name`` (not the ``torchvision:``/``timm:`` hub forms); KeyError when unknown."""
+    _load()
+    if name not in _EXTRACTORS:
+        raise KeyError(f"unknown extractor {name!r}; valid names: {', '.join(list_extractors())}")
+    return _EXTRACTORS[name]
+
+
 def get_extractor(name: str, **kwargs) -> FeatureExtractor:
     """Build the extractor called ``name``; an unknown name raises a KeyError listing the valid ones."""
     _load()
@@ -38,17 +46,16 @@ def get_extractor(name: str, **kwargs) -> FeatureExtractor:
             raise KeyError(f"unknown extractor {name!r}; valid names: {', '.join(list_extractors())}")
         from metrics.extractors.hub import HubExtractor
         return HubExtractor(prefix, model, **_without_context(kwargs, keep=("seed",)))
-    if name not in _EXTRACTORS:
-        raise KeyError(f"unknown extractor {name!r}; valid names: {', '.join(list_extractors())}")
-    return _EXTRACTORS[name](**kwargs)
+    return extractor_factory(name)(**kwargs)
 
 
 def _without_context(kwargs: dict, keep=()) -> dict:
-    return {k: v for k, v in kwargs.items() if k not in _CONTEXT or k in keep}
+    return {k: v for k, v in kwargs.items() if k not in CONTEXT_KEYS or k in keep}
 
 
 def _load():
     from metrics.extractors import inception, random_cnn, unet_encoder  # noqa: F401  (register themselves)
 
 
-__all__ = ["FeatureExtractor", "Preprocess", "get_extractor", "list_extractors", "register_extractor"]
+__all__ = ["CONTEXT_KEYS", "FeatureExtractor", "Preprocess", "extractor_factory", "get_extractor", "list_extractors",
+           "register_extractor"]
