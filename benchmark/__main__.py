@@ -1,3 +1,3 @@
-from benchmark.cli import main
+from medsynbench.benchmark.cli import main
 
 main()

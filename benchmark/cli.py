@@ -1,7 +1,7 @@
 """``medsynbench <command> [hydra overrides]`` — the console entry point.
 
 Each command is a Hydra app over the config tree in ``conf/``; ``medsynbench <command> --help`` shows its config
-groups and options. Also available as ``python -m benchmark <command> ...``.
+groups and options. Also available as ``python -m medsynbench <command> ...``.
 """
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from benchmark.config import EvaluateFolderConfig, RunConfig, register_configs
+from medsynbench import config_dir
+from medsynbench.benchmark.config import EvaluateFolderConfig, RunConfig, register_configs
 
 register_configs()
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+CONF_DIR = str(config_dir())
 log = logging.getLogger("medsynbench")
 
 
@@ -35,7 +36,7 @@ def train_app(cfg: DictConfig) -> float | None:
     from the run's record (what an Optuna sweep optimises; None without an objective). A failed or diverged run, a
     missing metric or a non-finite value raise (benchmark/objective.py), so that a sweeper records a failed trial;
     the run's record is stored either way, and a config whose record exists returns it without retraining."""
-    from benchmark.run import execute_run
+    from medsynbench.benchmark.run import execute_run
 
     record = execute_run(cfg, raise_on_failure=not _in_multirun())
     summary = {m["metric"]: round(m["value"], 5) for m in record.get("metrics", []) if m.get("value") is not None}
@@ -45,8 +46,8 @@ def train_app(cfg: DictConfig) -> float | None:
     metric = cfg.objective.metric if cfg.get("objective") is not None else None
     if not metric:
         return None
-    from benchmark.objective import objective_value
-    from benchmark.utils import atomic_write_json
+    from medsynbench.benchmark.objective import objective_value
+    from medsynbench.benchmark.utils import atomic_write_json
 
     note = {"metric": metric, "value": None, "status": record["status"], "training_id": record.get("training_id"),
             "evaluation_id": record.get("evaluation_id"), "run_id": record.get("run_id")}
@@ -66,7 +67,7 @@ def train_app(cfg: DictConfig) -> float | None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def evaluate_app(cfg: DictConfig) -> None:
     """Evaluate an existing run directory (metrics + downstream) and append a record."""
-    from benchmark.reevaluate import evaluate_run_dir
+    from medsynbench.benchmark.reevaluate import evaluate_run_dir
 
     record = evaluate_run_dir(cfg)
     print(f"[medsynbench] evaluated {record['run_id']}: {len(record['metrics'])} metrics, "
@@ -76,8 +77,8 @@ def evaluate_app(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate_folder")
 def evaluate_folder_app(cfg: DictConfig) -> None:
     """Score a folder of images against a dataset config and append a record."""
-    from benchmark.evaluate_folder import evaluate_folder
-    from benchmark.validate import validate_evaluate_folder_config
+    from medsynbench.benchmark.evaluate_folder import evaluate_folder
+    from medsynbench.benchmark.validate import validate_evaluate_folder_config
 
     validate_evaluate_folder_config(cfg)  # unknown keys fail here, before any image is read
     record = evaluate_folder(cfg)
@@ -90,7 +91,7 @@ def leaderboard_app(cfg: DictConfig) -> None:
     """Print and write a leaderboard (Markdown + CSV + JSON sidecar) of one or more metrics from the results store."""
     from omegaconf import OmegaConf
 
-    from benchmark.leaderboard import write_leaderboard
+    from medsynbench.benchmark.leaderboard import write_leaderboard
 
     metric = OmegaConf.to_container(cfg.metric) if OmegaConf.is_list(cfg.metric) else str(cfg.metric)
     group_by = None if cfg.group_by is None else list(cfg.group_by)
@@ -103,7 +104,7 @@ def leaderboard_app(cfg: DictConfig) -> None:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="status")
 def status_app(cfg: DictConfig) -> None:
     """How far a sweep (or an experiment) is: done, running, failed, diverged, interrupted, pending runs."""
-    from benchmark.status import format_report, status_report
+    from medsynbench.benchmark.status import format_report, status_report
 
     if cfg.format not in ("table", "json"):
         raise ValueError(f"format must be table or json, got {cfg.format!r}")

@@ -12,8 +12,8 @@ from typing import Any, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from benchmark.data.config import DataConfig, DatasetConfig
-from benchmark.utils import REPO_ROOT
+from medsynbench.benchmark.data.config import DataConfig, DatasetConfig
+from medsynbench.benchmark.utils import REPO_ROOT
 
 
 @dataclass

@@ -17,10 +17,10 @@ def fd_over_checkpoints(run_dir: str | Path, extractor: dict | None = None, n_sa
     """For every ``checkpoints/step_*.pt`` of a run: sample ``n_samples`` (default: size of the real test split)
     with the EMA generator and compute the Fréchet distance to the real test split in the feature space of
     ``extractor`` (default: the run's first configured extractor). Returns one row per checkpoint."""
-    from benchmark.data import load_dataset
-    from benchmark.evaluate import full_train_split, sample_imageset
-    from benchmark.reevaluate import load_run
-    from metrics import frechet_distance, get_extractor
+    from medsynbench.benchmark.data import load_dataset
+    from medsynbench.benchmark.evaluate import full_train_split, sample_imageset
+    from medsynbench.benchmark.reevaluate import load_run
+    from medsynbench.metrics import frechet_distance, get_extractor
 
     run_dir = Path(run_dir)
     dev = torch.device(device)

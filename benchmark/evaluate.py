@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from benchmark.data.types import DatasetBundle, ImageSet
-from gans import draw_train_masks
+from medsynbench.benchmark.data.types import DatasetBundle, ImageSet
+from medsynbench.gans import draw_train_masks
 
 log = logging.getLogger(__name__)
 # What an evaluation adds to a results record (beside the timings).
@@ -37,7 +37,7 @@ def full_train_split(cfg, bundle: DatasetBundle) -> ImageSet:
     every training-set size of a sweep, so their distances are comparable across sizes."""
     if cfg.data.train_size is None:
         return bundle.train
-    from benchmark.data import load_dataset
+    from medsynbench.benchmark.data import load_dataset
 
     data_cfg = OmegaConf.merge(cfg.data, {"train_size": None})
     return load_dataset(cfg.dataset, data_cfg).train
@@ -65,7 +65,7 @@ def evaluate_gan(cfg, gan, bundle: DatasetBundle, device: torch.device, out_dir:
 def generator_metrics(cfg, gan, device: torch.device, timings: dict) -> list[dict]:
     """Metrics of the generator itself (e.g. perceptual path length of a style-based GAN): ``metrics.generator_metrics``
     lists them, ``metrics.generator_options`` holds their options (e.g. ``vgg_weights_path`` for LPIPS)."""
-    from metrics import get_metric
+    from medsynbench.metrics import get_metric
 
     mcfg = OmegaConf.to_container(cfg.metrics, resolve=True)
     records = []
@@ -83,9 +83,9 @@ def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: 
                        out_dir: Path | None = None) -> dict:
     """All requested metrics from one feature pass per extractor (real features cached), then the downstream task.
     Artefacts (the memorisation closest-pairs grid) are written to ``out_dir`` when given and listed in the result."""
-    from downstream import run_downstream
-    from metrics import FeatureCache, compute_feature_metrics, compute_image_metrics, get_extractor
-    from metrics.collapse import detect_collapse
+    from medsynbench.downstream import run_downstream
+    from medsynbench.metrics import FeatureCache, compute_feature_metrics, compute_image_metrics, get_extractor
+    from medsynbench.metrics.collapse import detect_collapse
 
     mcfg = OmegaConf.to_container(cfg.metrics, resolve=True)
     batch_size = mcfg.get("batch_size", 64)
@@ -129,7 +129,7 @@ def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: 
                                                 **mcfg.get("image_options", {}))
         timings["image_metrics_s"] = time.perf_counter() - t0
         if "memorisation" in mcfg["image_metrics"] and out_dir is not None:
-            from metrics.memorisation import closest_pairs_grid
+            from medsynbench.metrics.memorisation import closest_pairs_grid
 
             grid = Path(out_dir) / "memorisation_closest_pairs.png"
             grid.parent.mkdir(parents=True, exist_ok=True)

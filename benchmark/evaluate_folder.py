@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from benchmark.data.config import DataConfig
-from benchmark.data.errors import DataError
-from benchmark.data.io import read_2d
-from benchmark.data.preprocess import preprocess_image
-from benchmark.data.types import ImageSet
-from benchmark.store import flatten_config, write_record
-from benchmark.utils import array_hash, git_commit, package_versions, resolve_device, stable_hash
+from medsynbench.benchmark.data.config import DataConfig
+from medsynbench.benchmark.data.errors import DataError
+from medsynbench.benchmark.data.io import read_2d
+from medsynbench.benchmark.data.preprocess import preprocess_image
+from medsynbench.benchmark.data.types import ImageSet
+from medsynbench.benchmark.store import flatten_config, write_record
+from medsynbench.benchmark.utils import array_hash, git_commit, package_versions, resolve_device, stable_hash
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm")
@@ -43,8 +43,8 @@ def load_image_folder(folder: str | Path, data_cfg, limit: int | None = None, pr
 
 
 def evaluate_folder(cfg) -> dict:
-    from benchmark.data import load_dataset
-    from benchmark.evaluate import EVALUATION_FIELDS, evaluate_synthetic
+    from medsynbench.benchmark.data import load_dataset
+    from medsynbench.benchmark.evaluate import EVALUATION_FIELDS, evaluate_synthetic
 
     device = resolve_device(cfg.device)
     bundle = load_dataset(cfg.dataset, cfg.data)

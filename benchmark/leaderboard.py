@@ -29,8 +29,8 @@ import pandas as pd
 from pandas.core import nanops
 from scipy import stats
 
-from benchmark.store import RUN_COLUMNS, load_records, metric_table  # noqa: F401  (load_records: callers)
-from benchmark.store import VOLATILE_KEYS as STORE_VOLATILE_KEYS
+from medsynbench.benchmark.store import RUN_COLUMNS, load_records, metric_table  # noqa: F401  (load_records: callers)
+from medsynbench.benchmark.store import VOLATILE_KEYS as STORE_VOLATILE_KEYS
 
 # Config keys that never define a group (a key matches an entry equal to it or below it: "paths" = paths.*).
 # ``seed`` is what is averaged. Shared with the store / run id logic.
@@ -456,7 +456,7 @@ def output_stem(metrics: list[str], group_by: list[str] | None, where: dict | No
 def _store_table(store_dir: str | Path, metrics: list[str]) -> pd.DataFrame:
     """The requested metrics' rows from the store's columnar index (refreshed from new and changed record files
     first; see benchmark/store_index.py): the leaderboard of ``metric_table(load_records(store_dir))``, faster."""
-    from benchmark.store_index import available_metrics, metric_table_from_store
+    from medsynbench.benchmark.store_index import available_metrics, metric_table_from_store
 
     table = metric_table_from_store(store_dir, metrics)
     found = set(table["metric"].dropna()) if "metric" in table else set()

@@ -73,8 +73,8 @@ def metric_direction(metric: str) -> str | None:
     ``None`` when the name matches no registered metric."""
     if "@" in metric:  # downstream scores (Dice, accuracy, AUC, F1) are all higher-is-better
         return "maximize"
-    import metrics  # noqa: F401  (registers every metric)
-    from metrics.registry import get_metric, list_metrics
+    import medsynbench.metrics  # noqa: F401  (registers every metric)
+    from medsynbench.metrics.registry import get_metric, list_metrics
 
     names = list_metrics() + ["precision", "recall", "density", "coverage"]
     base = "fd" if metric == "fid_inception" or metric.startswith("fid_") else None

@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from benchmark.store import write_record
-from benchmark.utils import atomic_write_json, resolve_device
+from medsynbench.benchmark.store import write_record
+from medsynbench.benchmark.utils import atomic_write_json, resolve_device
 from medsynbench.checkpoints import checkpoint_path, checkpoint_step
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ def load_run(run_dir: str | Path, device: torch.device, checkpoint: str | Path |
     Checkpoints load weights-only and are verified (:mod:`medsynbench.checkpoints`); only registered GAN classes are
     built. With ``checkpoint`` that file is used or a :class:`CheckpointError` names what is wrong with it; without,
     the newest valid checkpoint is used, skipping invalid ones with a warning that names each."""
-    from gans import build_from_args
+    from medsynbench.gans import build_from_args
     from medsynbench.checkpoints import CheckpointError, checkpoint_paths, latest_valid_checkpoint, load_checkpoint
 
     run_dir = Path(run_dir)
@@ -59,9 +59,9 @@ def evaluate_run_dir(ecfg) -> dict:
 
     The record is stored under (the run's training id, the evaluation id of the merged config and the step), so
     evaluating the same way twice replaces the record rather than adding a copy."""
-    from benchmark.data import load_dataset
-    from benchmark.evaluate import EVALUATION_FIELDS, evaluate_gan
-    from benchmark.run import base_record, evaluation_id
+    from medsynbench.benchmark.data import load_dataset
+    from medsynbench.benchmark.evaluate import EVALUATION_FIELDS, evaluate_gan
+    from medsynbench.benchmark.run import base_record, evaluation_id
 
     device = resolve_device(ecfg.device)
     run_dir = Path(ecfg.run_dir)

@@ -26,9 +26,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.status import HEARTBEAT_FILE, RUN_LOCK, Heartbeat
-from benchmark.store import VOLATILE_KEYS, flatten_config, read_record, record_id, record_path, write_record
-from benchmark.utils import atomic_write_json, git_commit, package_versions, resolve_device, stable_hash
+from medsynbench.benchmark.status import HEARTBEAT_FILE, RUN_LOCK, Heartbeat
+from medsynbench.benchmark.store import VOLATILE_KEYS, flatten_config, read_record, record_id, record_path, write_record
+from medsynbench.benchmark.utils import atomic_write_json, git_commit, package_versions, resolve_device, stable_hash
 from medsynbench.checkpoints import checkpoint_path, checkpoint_paths
 from medsynbench.io import crash_point, file_lock, remove_stale_temporaries
 
@@ -141,8 +141,8 @@ def job_threads(cfg: DictConfig) -> int | None:
 
 
 def execute_run(cfg: DictConfig, raise_on_failure: bool = True) -> dict:
-    from benchmark.data import load_dataset
-    from benchmark.validate import validate_run_config
+    from medsynbench.benchmark.data import load_dataset
+    from medsynbench.benchmark.validate import validate_run_config
 
     validate_run_config(cfg)  # a misspelt key in any group stops here, before data, training or any record
     t_start = time.perf_counter()
@@ -227,8 +227,8 @@ def _skip_failed(tid: str, eid: str, record: dict) -> str:
 
 def _train_and_record(cfg, bundle, tid: str, eid: str, run_dir: Path, device, data_s: float, t_start: float,
                       raise_on_failure: bool) -> dict:
-    from benchmark.evaluate import EVALUATION_FIELDS, evaluate_gan
-    from benchmark.train_loop import StopRequested, train
+    from medsynbench.benchmark.evaluate import EVALUATION_FIELDS, evaluate_gan
+    from medsynbench.benchmark.train_loop import StopRequested, train
 
     eval_dir = run_dir / "evaluations" / eid
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -285,7 +285,7 @@ def _train_and_record(cfg, bundle, tid: str, eid: str, run_dir: Path, device, da
 
 def _load_generator(run_dir: Path, step: int, device):
     """The trained GAN at checkpoint ``step`` of a run directory (weights-only, verified load)."""
-    from benchmark.reevaluate import load_run
+    from medsynbench.benchmark.reevaluate import load_run
 
     path = checkpoint_path(run_dir, step)
     if not path.is_file():

@@ -84,7 +84,7 @@ class Heartbeat:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._tap = _StepTap()
-        self._logger = logging.getLogger("benchmark.train_loop")
+        self._logger = logging.getLogger("medsynbench.benchmark.train_loop")
 
     def beat(self) -> None:
         from medsynbench.checkpoints import checkpoint_paths, checkpoint_step
@@ -185,7 +185,7 @@ def activity(run_dir: str | os.PathLike, timeout_s: float) -> dict | None:
 def classify_run(store_dir: str | os.PathLike, runs_dir: str | os.PathLike, training_id: str, evaluation_id: str,
                  timeout_s: float = 120.0) -> dict:
     """The state of one (training id, evaluation id): see the module docstring."""
-    from benchmark.store import read_record
+    from medsynbench.benchmark.store import read_record
 
     run_dir = Path(runs_dir) / training_id
     out = {"training_id": training_id, "evaluation_id": evaluation_id, "run_dir": str(run_dir)}
@@ -321,14 +321,14 @@ def _job_ids(cfg, data_cache: dict) -> dict:
     """training id / evaluation id of one composed job config, as ``execute_run`` would compute them."""
     from omegaconf import OmegaConf
 
-    from benchmark.run import config_only_id, data_content, evaluation_id, training_id
-    from benchmark.utils import stable_hash
+    from medsynbench.benchmark.run import config_only_id, data_content, evaluation_id, training_id
+    from medsynbench.benchmark.utils import stable_hash
 
     eid = evaluation_id(cfg)
     key = stable_hash({"dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
                        "data": OmegaConf.to_container(cfg.data, resolve=True)})
     if key not in data_cache:
-        from benchmark.data import load_dataset
+        from medsynbench.benchmark.data import load_dataset
 
         try:
             meta = load_dataset(cfg.dataset, cfg.data).meta
@@ -346,7 +346,7 @@ def sweep_status(sweep_dir: str | os.PathLike, timeout_s: float = 120.0) -> dict
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from benchmark.config import register_configs
+    from medsynbench.benchmark.config import register_configs
 
     register_configs()
     plan = plan_sweep(sweep_dir)
@@ -390,7 +390,7 @@ def experiment_status(store_dir: str | os.PathLike, runs_dir: str | os.PathLike,
     """Records of one experiment (done / failed / diverged) and the runs working on it now (their heartbeats)."""
     from omegaconf import OmegaConf
 
-    from benchmark.store import load_records
+    from medsynbench.benchmark.store import load_records
 
     folder = Path(store_dir) / "records"
     records = [r for r in (load_records(store_dir) if folder.is_dir() else []) if r.get("experiment") == name]

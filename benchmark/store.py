@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.utils import atomic_write_json
+from medsynbench.benchmark.utils import atomic_write_json
 
 SCHEMA_VERSION = 2
 # Config keys that change neither a generator's weights nor any number computed from it: part of no run id and

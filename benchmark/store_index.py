@@ -43,13 +43,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from benchmark.leaderboard import _norm
+from medsynbench.benchmark.leaderboard import _norm
 
 try:  # 4-5x faster than json on the records; same values (both give Python dicts, lists, str, int, float)
     from orjson import loads as _loads
 except ImportError:  # pragma: no cover
     _loads = json.loads
-from benchmark.store import RUN_COLUMNS, metric_entries, run_fields
+from medsynbench.benchmark.store import RUN_COLUMNS, metric_entries, run_fields
 from medsynbench.io import atomic_write, file_lock
 
 INDEX_VERSION = 2

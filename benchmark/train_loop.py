@@ -20,9 +20,9 @@ import torch
 from torchvision.utils import save_image
 from tqdm.auto import tqdm
 
-from benchmark.data.types import DatasetBundle
-from benchmark.utils import rng_state, seed_everything, set_rng_state
-from gans import draw_train_masks
+from medsynbench.benchmark.data.types import DatasetBundle
+from medsynbench.benchmark.utils import rng_state, seed_everything, set_rng_state
+from medsynbench.gans import draw_train_masks
 from medsynbench.amp import Amp
 from medsynbench.checkpoints import (CheckpointError, CheckpointWarning, checkpoint_path,
                                      checkpoint_paths, latest_valid_checkpoint)

@@ -32,7 +32,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from benchmark.config import EvaluateFolderConfig, MetricsConfig, RunConfig
+from medsynbench.benchmark.config import EvaluateFolderConfig, MetricsConfig, RunConfig
 
 # Constructor arguments of a GAN that the training loop derives from the dataset (benchmark/train_loop.build_gan);
 # a value in the config would be silently replaced, so setting one is an error.
@@ -43,7 +43,7 @@ IMAGE_METRIC_ARGS = ("train_images", "seed")
 GENERATOR_METRIC_ARGS = ("gan", "device")
 EXTRACTOR_ENTRY_KEYS = ("name", "metrics")  # read by evaluate.py itself, not passed to the extractor
 # Generator metrics whose function forwards **options to another function (whose parameters are then valid too).
-_FORWARDS = {"ppl": ("metrics.ppl", "perceptual_path_length", ("gan", "distance", "device"))}
+_FORWARDS = {"ppl": ("medsynbench.metrics.ppl", "perceptual_path_length", ("gan", "distance", "device"))}
 _ABSENT = object()
 
 
@@ -82,10 +82,10 @@ def extractor_keys(name: str) -> list[str] | None:
     """Options an extractor entry may set: the parameters of its extractor class (found through the factory's return
     annotation when the factory takes ``**kwargs``), less the context the orchestrator passes itself. ``None``: the
     extractor forwards arbitrary options, so they cannot be checked here."""
-    from metrics.extractors import CONTEXT_KEYS, extractor_factory
+    from medsynbench.metrics.extractors import CONTEXT_KEYS, extractor_factory
 
     if ":" in name:  # torchvision:<arch> / timm:<model>: HubExtractor(library, model, **options); seed is passed
-        from metrics.extractors.hub import HubExtractor
+        from medsynbench.metrics.extractors.hub import HubExtractor
         names, forwards = _params(HubExtractor.__init__, skip=("self", "library", "model_name", *CONTEXT_KEYS))
         return None if forwards else names
     factory = extractor_factory(name)
@@ -102,14 +102,14 @@ def extractor_keys(name: str) -> list[str] | None:
 
 
 def extractor_names() -> list[str]:
-    from metrics.extractors import list_extractors
+    from medsynbench.metrics.extractors import list_extractors
 
     return list_extractors()
 
 
 def metric_names(kind: str) -> list[str]:
-    import metrics  # noqa: F401  (registers every metric)
-    from metrics.registry import list_metrics
+    import medsynbench.metrics  # noqa: F401  (registers every metric)
+    from medsynbench.metrics.registry import list_metrics
 
     return list_metrics(kind) + (["prdc"] if kind == "feature" else [])
 
@@ -119,9 +119,9 @@ def metric_option_keys(kind: str) -> list[str] | None:
     benchmark/evaluate.py routes to some registered metric of that kind (``None``: one forwards anything)."""
     import importlib
 
-    import metrics  # noqa: F401
-    from metrics.compute import compute_feature_metrics
-    from metrics.registry import get_metric, list_metrics
+    import medsynbench.metrics  # noqa: F401
+    from medsynbench.metrics.compute import compute_feature_metrics
+    from medsynbench.metrics.registry import get_metric, list_metrics
 
     if kind == "feature":  # every option is an argument of compute_feature_metrics, which routes them
         return _params(compute_feature_metrics, skip=FEATURE_METRIC_ARGS)[0]
@@ -317,7 +317,7 @@ class _Validator:
             self.check_names(entry.get("metrics"), "feature", f"{path}.metrics")
             keys = extractor_keys(name)
             if keys is not None:
-                from metrics.extractors import CONTEXT_KEYS
+                from medsynbench.metrics.extractors import CONTEXT_KEYS
                 refused = {k: "(the run passes it to every extractor" + ("; set metrics.seed)" if k == "seed" else ")")
                            for k in CONTEXT_KEYS if k not in keys}
                 self.check_keys(entry, [*EXTRACTOR_ENTRY_KEYS, *keys], path, "metrics", refused)
@@ -337,7 +337,7 @@ class _Validator:
                             scope=f"{kind} metrics")
 
     def check_downstream(self, downstream: Any) -> None:
-        from downstream.config import SETTINGS, parse_settings, settings_class
+        from medsynbench.downstream.config import SETTINGS, parse_settings, settings_class
 
         raw = downstream if isinstance(downstream, dict) else {}
         try:

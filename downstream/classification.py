@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassAccuracy, MulticlassAUROC
 
-from downstream.config import ClassificationSettings
-from downstream.weights import RANDOM_INIT, offline_error, require_file, sha256_file, state_sha256, weights_kind
+from medsynbench.downstream.config import ClassificationSettings
+from medsynbench.downstream.weights import RANDOM_INIT, offline_error, require_file, sha256_file, state_sha256, weights_kind
 
 
 def build_model(s: ClassificationSettings, in_channels: int, num_classes: int) -> tuple[torch.nn.Module, str]:

@@ -7,10 +7,10 @@ import time
 import torch
 
 from medsynbench.types import ImageSet
-from downstream.config import TRAIN_ON, TrainSettings, parse_settings
-from downstream.tasks import TASKS, Task
-from downstream.training import fit, predict
-from downstream.weights import weights_kind
+from medsynbench.downstream.config import TRAIN_ON, TrainSettings, parse_settings
+from medsynbench.downstream.tasks import TASKS, Task
+from medsynbench.downstream.training import fit, predict
+from medsynbench.downstream.weights import weights_kind
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.segmentation import DiceScore
 
-from downstream.config import SegmentationSettings
-from downstream.weights import (RANDOM_INIT, load_state_dict_file, offline_error, require_file, sha256_file,
+from medsynbench.downstream.config import SegmentationSettings
+from medsynbench.downstream.weights import (RANDOM_INIT, load_state_dict_file, offline_error, require_file, sha256_file,
                                 state_sha256, weights_kind, WeightsUnavailableError)
 
 

@@ -7,8 +7,8 @@ from typing import Callable
 import torch
 
 from medsynbench.types import ImageSet
-from downstream import classification, segmentation
-from downstream.config import SegmentationSettings, TrainSettings
+from medsynbench.downstream import classification, segmentation
+from medsynbench.downstream.config import SegmentationSettings, TrainSettings
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from downstream.config import TrainSettings
+from medsynbench.downstream.config import TrainSettings
 from medsynbench.nn import make_optimizer as _make_optimizer
 from medsynbench.nn import random_flips  # re-exported: one copy of the flips
 

@@ -19,7 +19,7 @@ import inspect
 import torch
 import torch.nn as nn
 
-from gans.pairs import split_pair, stack_pair
+from medsynbench.gans.pairs import split_pair, stack_pair
 from medsynbench.amp import FP32, Amp
 from medsynbench.nn import make_optimizer
 
@@ -276,7 +276,7 @@ class GAN(nn.Module):
 
 def registered_gans() -> dict[str, type]:
     """Name -> class of every buildable GAN (importing the zoo's modules registers them)."""
-    import gans  # noqa: F401  (gans/__init__.py imports every model module)
+    import medsynbench.gans  # noqa: F401  (gans/__init__.py imports every model module)
 
     return dict(GAN_REGISTRY)
 

@@ -10,10 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gans.augment import DiffAugment, flip_augment
-from gans.base import GAN, register_gan
-from gans.layers import activation, apply_spectral_norm, init_weights, norm2d, num_doublings
-from gans.losses import build_loss
+from medsynbench.gans.augment import DiffAugment, flip_augment
+from medsynbench.gans.base import GAN, register_gan
+from medsynbench.gans.layers import activation, apply_spectral_norm, init_weights, norm2d, num_doublings
+from medsynbench.gans.losses import build_loss
 from medsynbench.amp import FP32, Amp
 
 
@@ -114,7 +114,7 @@ class DCGAN(GAN):
         # Kept outside the module tree: frozen ImageNet weights do not belong in GAN checkpoints.
         self._vgg = [None]
         if self.vgg_weight > 0:
-            from gans.perceptual import VGGPerceptual
+            from medsynbench.gans.perceptual import VGGPerceptual
             self._vgg[0] = VGGPerceptual(vgg_weights, paired=False)
 
     def _d_view(self, x: torch.Tensor) -> torch.Tensor:

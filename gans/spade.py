@@ -14,11 +14,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-from gans.augment import DiffAugment, flip_augment
-from gans.base import GAN, register_gan
-from gans.layers import num_doublings
-from gans.losses import build_loss
-from gans.pairs import stack_pair
+from medsynbench.gans.augment import DiffAugment, flip_augment
+from medsynbench.gans.base import GAN, register_gan
+from medsynbench.gans.layers import num_doublings
+from medsynbench.gans.losses import build_loss
+from medsynbench.gans.pairs import stack_pair
 from medsynbench.amp import FP32, Amp
 
 
@@ -167,7 +167,7 @@ class SPADE(GAN):
         self.register_buffer("mask_bank_count", torch.zeros((), dtype=torch.long))
         self._vgg = [None]
         if self.vgg_weight > 0:
-            from gans.perceptual import VGGPerceptual
+            from medsynbench.gans.perceptual import VGGPerceptual
             self._vgg[0] = VGGPerceptual(vgg_weights, paired=True)
 
     def _onehot(self, masks: torch.Tensor) -> torch.Tensor:

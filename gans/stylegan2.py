@@ -18,10 +18,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gans.augment import ADA
-from gans.base import GAN, register_gan
-from gans.layers import num_doublings
-from gans.losses import r1_penalty
+from medsynbench.gans.augment import ADA
+from medsynbench.gans.base import GAN, register_gan
+from medsynbench.gans.layers import num_doublings
+from medsynbench.gans.losses import r1_penalty
 from medsynbench.amp import FP32, Amp
 from medsynbench.nn import make_optimizer
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from metrics.frechet import frechet_distance
-from metrics.kid import draw_subsets, mmd2_subsets
-from metrics.prdc import _cached
+from medsynbench.metrics.frechet import frechet_distance
+from medsynbench.metrics.kid import draw_subsets, mmd2_subsets
+from medsynbench.metrics.prdc import _cached
 
 SUPPORTED = ("fd", "kid", "precision", "recall", "density", "coverage")
 

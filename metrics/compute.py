@@ -13,8 +13,8 @@ from importlib.metadata import PackageNotFoundError, version
 import numpy as np
 import torch
 
-from metrics import bootstrap as _bootstrap
-from metrics.registry import get_metric, list_metrics
+from medsynbench.metrics import bootstrap as _bootstrap
+from medsynbench.metrics.registry import get_metric, list_metrics
 
 
 def implementation() -> str:
@@ -78,7 +78,7 @@ def compute_feature_metrics(real_feats, fake_feats, names=("fd", "kid", "precisi
     for name in expanded:
         spec = get_metric(name)
         if spec.kind != "feature":
-            where = "compute_image_metrics" if spec.kind == "image" else "metrics.ppl.ppl_metric(gan, ...)"
+            where = "compute_image_metrics" if spec.kind == "image" else "medsynbench.metrics.ppl.ppl_metric(gan, ...)"
             raise ValueError(f"{name!r} is a {spec.kind} metric; use {where} "
                              f"(feature metrics: {', '.join(list_metrics('feature'))})")
         if spec.requires == "logits" and not extractor.get("logits"):
@@ -109,7 +109,7 @@ def compute_image_metrics(real_images, fake_images, names=("delentropy", "memori
 
     Options are routed by prefix-free name to the metric functions that accept them (see each metric).
     """
-    from metrics import image_metrics  # noqa: F401  (registers the image metrics)
+    from medsynbench.metrics import image_metrics  # noqa: F401  (registers the image metrics)
 
     real = torch.as_tensor(real_images)
     fake = torch.as_tensor(fake_images)

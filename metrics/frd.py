@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metrics.registry import register_metric
+from medsynbench.metrics.registry import register_metric
 
 INSTALL_STEPS = ('pip install "setuptools<81" wheel versioneer numpy && '
                  "pip install --no-build-isolation pyradiomics && pip install frd-score")

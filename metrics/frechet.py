@@ -18,7 +18,7 @@ import json
 import numpy as np
 import torch
 
-from metrics.registry import register_metric
+from medsynbench.metrics.registry import register_metric
 
 
 def gaussian_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

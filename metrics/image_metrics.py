@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from metrics.delentropy import delentropy, distribution, to_gray_integers
-from metrics.memorisation import memorisation_ratios
-from metrics.registry import register_metric
+from medsynbench.metrics.delentropy import delentropy, distribution, to_gray_integers
+from medsynbench.metrics.memorisation import memorisation_ratios
+from medsynbench.metrics.registry import register_metric
 
 MSSSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from metrics.registry import register_metric
+from medsynbench.metrics.registry import register_metric
 
 
 def inception_score(logits, splits: int = 10, seed: int = 2020, shuffle: bool = True) -> tuple[float, float]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from metrics.registry import register_metric
+from medsynbench.metrics.registry import register_metric
 
 PRECISIONS = {"mixed": np.float32, "float64": np.float64}
 ROUTES = ("auto", "full", "subsets")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from metrics.prdc import _sq_dists
+from medsynbench.metrics.prdc import _sq_dists
 
 
 def _flat(x) -> torch.Tensor:

@@ -20,8 +20,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from metrics.extractors.base import file_sha256
-from metrics.registry import register_metric
+from medsynbench.metrics.extractors.base import file_sha256
+from medsynbench.metrics.registry import register_metric
 
 VGG16_FILE = "vgg16-397923af.pth"  # torchvision's ImageNet VGG16 file name (torch hub cache)
 

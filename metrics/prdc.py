@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from metrics.registry import register_metric
+from medsynbench.metrics.registry import register_metric
 
 
 def _sq_dists(a: torch.Tensor, b: torch.Tensor, b_sq: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,7 @@ def run_task(task, n, d):
     import torch
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     real, fake = _features(n, d)
-    from metrics.frechet import frechet_distance_from_stats, gaussian_stats
+    from medsynbench.metrics.frechet import frechet_distance_from_stats, gaussian_stats
     stats = None
     if task.startswith("fd"):
         stats = (*gaussian_stats(real), *gaussian_stats(fake))
@@ -63,9 +63,9 @@ def run_task(task, n, d):
     torch.linalg.eigvalsh(torch.eye(4, dtype=torch.float64))
     np.linalg.eigvalsh(np.eye(4))
     peer = {"fd_scipy_sqrtm": "pytorch_fid.fid_score", "fd_torch_fidelity": "torch_fidelity.metric_fid",
-            "kid_torch_fidelity": "torch_fidelity.metric_kid", "prdc_pkg": "prdc", "kid_ours": "metrics.kid",
-            "kid_ours_float64": "metrics.kid",
-            "prdc_ours": "metrics.prdc"}.get(task)
+            "kid_torch_fidelity": "torch_fidelity.metric_kid", "prdc_pkg": "prdc", "kid_ours": "medsynbench.metrics.kid",
+            "kid_ours_float64": "medsynbench.metrics.kid",
+            "prdc_ours": "medsynbench.metrics.prdc"}.get(task)
     if peer:
         __import__(peer)
     base = _rss_mb()
@@ -83,10 +83,10 @@ def run_task(task, n, d):
         value = fid_statistics_to_metric({"mu": stats[0], "sigma": stats[1]}, {"mu": stats[2], "sigma": stats[3]},
                                          False)["frechet_inception_distance"]
     elif task == "kid_ours":
-        from metrics.kid import kid_subset_values
+        from medsynbench.metrics.kid import kid_subset_values
         value = float(kid_subset_values(real, fake, 100, min(1000, n), seed=0)[0].mean())
     elif task == "kid_ours_float64":
-        from metrics.kid import kid_subset_values
+        from medsynbench.metrics.kid import kid_subset_values
         value = float(kid_subset_values(real, fake, 100, min(1000, n), seed=0, precision="float64")[0].mean())
     elif task == "kid_torch_fidelity":
         from torch_fidelity.metric_kid import kid_features_to_metric
@@ -94,7 +94,7 @@ def run_task(task, n, d):
                                        kid_subset_size=min(1000, n), rng_seed=0, verbose=False, kid_degree=3,
                                        kid_gamma=None, kid_coef0=1)["kernel_inception_distance_mean"]
     elif task == "prdc_ours":
-        from metrics.prdc import prdc
+        from medsynbench.metrics.prdc import prdc
         value = prdc(real, fake, k=3)
     elif task == "prdc_pkg":
         import contextlib
@@ -144,7 +144,7 @@ def run_eval_overhead(n: int, size: int, n_real: int, weights_dir: Path) -> dict
     import torch
     from omegaconf import OmegaConf
 
-    from metrics import FeatureCache, compute_feature_metrics, get_extractor
+    from medsynbench.metrics import FeatureCache, compute_feature_metrics, get_extractor
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     mcfg = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "metrics" / "default.yaml"), resolve=True)
@@ -179,7 +179,7 @@ def run_eval_overhead(n: int, size: int, n_real: int, weights_dir: Path) -> dict
         compute_feature_metrics(real_feats, fake_feats, names=[name], extractor=desc, seed=seed, **options)
         per_metric[name] = time.perf_counter() - t0
     # the KID algorithm before this benchmark existed (each subset's Gram blocks, float64): what missed 1.2x
-    from metrics import kid as kid_module
+    from medsynbench.metrics import kid as kid_module
     t0 = time.perf_counter()
     for b in range(options.get("bootstrap", 0) + 1):
         sub = options["kid_subsets"] if b == 0 else options.get("bootstrap_kid_subsets", 10)

@@ -172,9 +172,9 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.n, args.old_n, args.new, args.replace = min(args.n, 2000), min(args.old_n, 1000), 100, 20
-    from benchmark.leaderboard import leaderboard
-    from benchmark.store import load_records
-    from benchmark.store_index import index_dir, metric_table_from_store, refresh_index
+    from medsynbench.benchmark.leaderboard import leaderboard
+    from medsynbench.benchmark.store import load_records
+    from medsynbench.benchmark.store_index import index_dir, metric_table_from_store, refresh_index
 
     boards = {"auto": dict(metric="kid_unet", where={"evaluate_step": 10000}),
               "grouped": dict(metric="kid_unet", group_by=["dataset.name", "gan.name"])}

@@ -25,8 +25,8 @@ from hydra.core.global_hydra import GlobalHydra
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from gans.dcgan import DCGANDiscriminator, DCGANGenerator  # noqa: E402
-from gans.layers import init_weights  # noqa: E402
+from medsynbench.gans.dcgan import DCGANDiscriminator, DCGANGenerator  # noqa: E402
+from medsynbench.gans.layers import init_weights  # noqa: E402
 
 
 def framework_model(image_size: int, channels: int, device):
@@ -70,9 +70,9 @@ def full_loop(image_size: int, channels: int, batches, device):
     logging, and the checkpoint + sample grid it always writes at the last step) on the same images."""
     import tempfile
 
-    from benchmark.config import register_configs
-    from benchmark.data.types import DatasetBundle, ImageSet
-    from benchmark.train_loop import train
+    from medsynbench.benchmark.config import register_configs
+    from medsynbench.benchmark.data.types import DatasetBundle, ImageSet
+    from medsynbench.benchmark.train_loop import train
 
     register_configs()
     GlobalHydra.instance().clear()

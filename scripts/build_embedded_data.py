@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from benchmark.data.splits import nested_order
+from medsynbench.benchmark.data.splits import nested_order
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["melanoma", "nevus", "seborrheic_keratosis"]

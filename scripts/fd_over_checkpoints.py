@@ -12,8 +12,8 @@ import json
 import logging
 from pathlib import Path
 
-from benchmark.config import register_configs
-from benchmark.curves import fd_over_checkpoints
+from medsynbench.benchmark.config import register_configs
+from medsynbench.benchmark.curves import fd_over_checkpoints
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ stamp=.venv/.medsynbench-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   echo "[setup] installing medsynbench (editable) and its dependencies"
   .venv/bin/pip install -q -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
-  .venv/bin/python -c "import benchmark.cli, hydra, segmentation_models_pytorch" || { echo "[setup] install failed" >&2; exit 1; }
+  .venv/bin/python -c "import medsynbench.benchmark.cli, hydra, segmentation_models_pytorch" || { echo "[setup] install failed" >&2; exit 1; }
   touch "$stamp"
 fi
 echo "[setup] ready: $(.venv/bin/python -c 'import torch; print("torch", torch.__version__, "cuda" if torch.cuda.is_available() else "cpu")')"

@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-from benchmark.store import load_records
+from medsynbench.benchmark.store import load_records
 from tests.conftest import REPO, SMOKE
 
 
@@ -96,7 +96,7 @@ def test_evaluate_folder_scores_real_copies_better_than_noise(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from benchmark.evaluate_folder import evaluate_folder
+    from medsynbench.benchmark.evaluate_folder import evaluate_folder
     from tests.conftest import compose_config
 
     test_ids = (REPO / "data" / "isic2018_mini" / "split_test.txt").read_text().split()[:40]

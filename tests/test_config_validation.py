@@ -18,8 +18,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import ConfigCompositionException
 
-from benchmark.config import register_configs
-from benchmark.validate import (
+from medsynbench.benchmark.config import register_configs
+from medsynbench.benchmark.validate import (
     ConfigError,
     validate_evaluate_folder_config,
     validate_run_config,

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.store import load_records
+from medsynbench.benchmark.store import load_records
 from tests.conftest import REPO, SMOKE
 
 ARGS = [sys.executable, "-m", "benchmark", "train", *SMOKE, "train.steps=12", "train.checkpoint_every=3",

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.data import DataError, load_dataset
+from medsynbench.benchmark.data import DataError, load_dataset
 
 
 def _dataset(root: Path, n: int = 6, ext: str = ".png") -> dict:

@@ -11,8 +11,8 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from benchmark.data import DataConfig, load_dataset
-from benchmark.data.preprocess import normalise
+from medsynbench.benchmark.data import DataConfig, load_dataset
+from medsynbench.benchmark.data.preprocess import normalise
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError
 
-from benchmark.data import DataConfig, DatasetConfig, load_dataset
+from medsynbench.benchmark.data import DataConfig, DatasetConfig, load_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.data import DataError, load_dataset
-from benchmark.data.splits import nested_order, random_split
+from medsynbench.benchmark.data import DataError, load_dataset
+from medsynbench.benchmark.data.splits import nested_order, random_split
 
 CLASSES = ["common", "medium", "rare"]
 

@@ -7,11 +7,11 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from benchmark.data.types import ImageSet
-from downstream import list_tasks, parse_settings, run_downstream
-from downstream.classification import classification_scores
-from downstream.segmentation import dice_per_class
-from downstream.training import batch_stream, random_flips
+from medsynbench.benchmark.data.types import ImageSet
+from medsynbench.downstream import list_tasks, parse_settings, run_downstream
+from medsynbench.downstream.classification import classification_scores
+from medsynbench.downstream.segmentation import dice_per_class
+from medsynbench.downstream.training import batch_stream, random_flips
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "downstream"
 TINY_SEG = {"task": "segmentation", "encoder_depth": 3, "decoder_channels": [16, 8, 4], "steps": 3, "batch_size": 4,

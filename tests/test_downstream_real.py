@@ -10,8 +10,8 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-from benchmark.data.types import ImageSet
-from downstream import run_downstream
+from medsynbench.benchmark.data.types import ImageSet
+from medsynbench.downstream import run_downstream
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 ISIC = SHARED / "data" / "isic2018-task1-256"

@@ -10,8 +10,8 @@ import timm
 import torch
 
 import segmentation_models_pytorch.encoders as smp_encoders
-from downstream import WeightsUnavailableError, parse_settings, run_downstream
-from downstream import classification, segmentation
+from medsynbench.downstream import WeightsUnavailableError, parse_settings, run_downstream
+from medsynbench.downstream import classification, segmentation
 from tests.test_downstream_core import TINY_CLS, TINY_SEG, _set
 
 

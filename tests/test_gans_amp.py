@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from benchmark.data import load_dataset
-from benchmark.train_loop import StopRequested, train
+from medsynbench.benchmark.data import load_dataset
+from medsynbench.benchmark.train_loop import StopRequested, train
 from medsynbench.amp import Amp
 from medsynbench.checkpoints import checkpoint_paths, load_checkpoint
 from tests.conftest import SMOKE, compose_config

@@ -15,7 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
-from gans import GAN, build_from_args
+from medsynbench.gans import GAN, build_from_args
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 SIZE = 32
@@ -262,7 +262,7 @@ def test_conditional_model_needs_labels_and_follows_them():
 
 
 def test_build_from_args_rejects_unknown_targets():
-    for target in ("gans.nope.Missing", "torch.nn.Linear", "os.system", "gans.base.GAN"):
+    for target in ("medsynbench.gans.nope.Missing", "torch.nn.Linear", "os.system", "medsynbench.gans.base.GAN"):
         with pytest.raises(ValueError, match="not a registered GAN class"):
             build_from_args({"_target_": target})
 

@@ -12,11 +12,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmark.data import load_dataset
-from benchmark.train_loop import build_gan, train
-from benchmark.utils import seed_everything
-from gans import draw_train_masks
-from metrics import frechet_distance, get_extractor
+from medsynbench.benchmark.data import load_dataset
+from medsynbench.benchmark.train_loop import build_gan, train
+from medsynbench.benchmark.utils import seed_everything
+from medsynbench.gans import draw_train_masks
+from medsynbench.metrics import frechet_distance, get_extractor
 from tests.conftest import SMOKE, compose_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]

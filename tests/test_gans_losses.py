@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from gans.augment import ADA, DiffAugment, cutout, flip_augment, translate
-from gans.losses import (Hinge, LeastSquares, NonSaturating, Wasserstein, WassersteinGP, build_loss,
+from medsynbench.gans.augment import ADA, DiffAugment, cutout, flip_augment, translate
+from medsynbench.gans.losses import (Hinge, LeastSquares, NonSaturating, Wasserstein, WassersteinGP, build_loss,
                          gradient_penalty, r1_penalty)
 
 REAL = torch.tensor([2.0, -1.0])
@@ -177,7 +177,7 @@ def test_ada_probability_follows_the_overfitting_heuristic():
 
 # --- StyleGAN2 building blocks ---------------------------------------------------------------------------------
 def test_modulated_conv_equals_per_sample_modulated_demodulated_weights():
-    from gans.stylegan2 import ModulatedConv
+    from medsynbench.gans.stylegan2 import ModulatedConv
     torch.manual_seed(0)
     conv = ModulatedConv(4, 5, 3, w_dim=6, demodulate=True, noise=False)
     x, w = torch.randn(3, 4, 8, 8), torch.randn(3, 6)

@@ -14,8 +14,8 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 from torch.nn.utils import parametrize
 
-from gans.dcgan import DCGAN
-from gans.perceptual import MissingWeightsError
+from medsynbench.gans.dcgan import DCGAN
+from medsynbench.gans.perceptual import MissingWeightsError
 from tests.test_gans_base import CONF, build, tiny_batch
 
 SWEEPS = Path(CONF) / "sweep"
@@ -209,7 +209,7 @@ SPECIFIC = {"wgan_gp": {"gan.gp_weight": 4}, "wgan": {"gan.clip_value": 3},
 
 def sweep_config(name: str, gan: str = "dcgan"):
     """The project's real top-level config with the sweep added, as ``--multirun +sweep=<name>`` composes it."""
-    from benchmark.config import register_configs
+    from medsynbench.benchmark.config import register_configs
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=CONF):

@@ -16,14 +16,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from benchmark.leaderboard import (
+from medsynbench.benchmark.leaderboard import (
     VOLATILE_KEYS,
     fmt,
     leaderboard,
     to_markdown,
     write_leaderboard,
 )
-from benchmark.store import load_records
+from medsynbench.benchmark.store import load_records
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WARN = "fewer samples (80) than feature dimensions (128): covariances are singular"

@@ -2,8 +2,8 @@
 import numpy as np
 import torch
 
-from metrics import compute_feature_metrics, compute_image_metrics
-from metrics.collapse import detect_collapse
+from medsynbench.metrics import compute_feature_metrics, compute_image_metrics
+from medsynbench.metrics.collapse import detect_collapse
 
 
 def _features(seed=0, n=80, d=16):

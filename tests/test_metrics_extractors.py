@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from metrics import FeatureCache, get_extractor, list_extractors
+from medsynbench.metrics import FeatureCache, get_extractor, list_extractors
 
 
 def _images(n=12, c=1, size=32, seed=0):

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from metrics import compute_feature_metrics, get_metric
-from metrics.frechet import fd_inf_metric, fd_inf_sizes, frechet_distance
+from medsynbench.metrics import compute_feature_metrics, get_metric
+from medsynbench.metrics.frechet import fd_inf_metric, fd_inf_sizes, frechet_distance
 
 
 def _gaussians(d, n, rng):

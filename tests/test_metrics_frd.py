@@ -6,8 +6,8 @@ import builtins
 import pytest
 import torch
 
-from metrics import compute_image_metrics
-from metrics.frd import INSTALL_STEPS
+from medsynbench.metrics import compute_image_metrics
+from medsynbench.metrics.frd import INSTALL_STEPS
 
 
 def test_missing_frd_score_names_the_install_steps(monkeypatch):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from metrics import compute_image_metrics
-from metrics.delentropy import delentropy, to_gray_integers
-from metrics.image_metrics import mean_pairwise_msssim
-from metrics.memorisation import closest_pairs_grid, memorisation_ratios
+from medsynbench.metrics import compute_image_metrics
+from medsynbench.metrics.delentropy import delentropy, to_gray_integers
+from medsynbench.metrics.image_metrics import mean_pairwise_msssim
+from medsynbench.metrics.memorisation import closest_pairs_grid, memorisation_ratios
 
 REFS = Path(__file__).resolve().parents[1].parent / "shared" / "metric-refs"
 

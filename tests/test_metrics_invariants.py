@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metrics import compute_feature_metrics, frechet_distance, get_metric, list_metrics
-from metrics.kid import kid_subset_values
-from metrics.prdc import prdc
+from medsynbench.metrics import compute_feature_metrics, frechet_distance, get_metric, list_metrics
+from medsynbench.metrics.kid import kid_subset_values
+from medsynbench.metrics.prdc import prdc
 
 
 def _gauss(n, d, shift=0.0, scale=1.0, seed=0):
@@ -55,7 +55,7 @@ def test_prdc_identical_sets_and_disjoint_sets():
 
 def test_prdc_independent_of_chunk_size():
     x, y = _gauss(130, 6), _gauss(110, 6, 0.3, seed=2)
-    from metrics.prdc import prdc_per_sample
+    from medsynbench.metrics.prdc import prdc_per_sample
     a, b = prdc_per_sample(x, y, k=4, chunk=7), prdc_per_sample(x, y, k=4, chunk=1000)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key])

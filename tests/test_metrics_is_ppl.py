@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from metrics import compute_feature_metrics
-from metrics.inception_score import inception_score
-from metrics.ppl import LPIPSDistance, perceptual_path_length, ppl_metric
+from medsynbench.metrics import compute_feature_metrics
+from medsynbench.metrics.inception_score import inception_score
+from medsynbench.metrics.ppl import LPIPSDistance, perceptual_path_length, ppl_metric
 
 
 # ---- Inception Score -------------------------------------------------------------------------------------------
@@ -48,7 +48,7 @@ def test_inception_score_needs_logit_features_and_names_the_weights():
 # ---- PPL -------------------------------------------------------------------------------------------------------
 
 def _tiny_stylegan(seed=0, **kw):
-    from gans.stylegan2 import StyleGAN2
+    from medsynbench.gans.stylegan2 import StyleGAN2
     torch.manual_seed(seed)
     return StyleGAN2("stylegan2", image_size=16, image_channels=1, latent_dim=16, w_dim=16, mapping_layers=2,
                      channel_base=128, channel_max=16, ada=False, **kw)

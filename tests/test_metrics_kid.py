@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from metrics.bootstrap import confidence_interval
-from metrics.kid import draw_subsets, kid_subset_values, mmd2_subsets, poly_mmd2
+from medsynbench.metrics.bootstrap import confidence_interval
+from medsynbench.metrics.kid import draw_subsets, kid_subset_values, mmd2_subsets, poly_mmd2
 
 
 def _feats(n_real=120, n_fake=97, d=24, shift=0.3, seed=0):

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from metrics.frechet import frechet_distance, frechet_distance_from_stats, gaussian_stats
-from metrics.kid import kid_subset_values, poly_mmd2
-from metrics.prdc import prdc
+from medsynbench.metrics.frechet import frechet_distance, frechet_distance_from_stats, gaussian_stats
+from medsynbench.metrics.kid import kid_subset_values, poly_mmd2
+from medsynbench.metrics.prdc import prdc
 
 REFS = Path(__file__).resolve().parents[1].parent / "shared" / "metric-refs"
 

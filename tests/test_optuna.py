@@ -21,7 +21,7 @@ from tests.conftest import REPO, SMOKE
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
 
-from benchmark.objective import (ObjectiveDirectionError, TrialFailed, metric_direction,  # noqa: E402
+from medsynbench.benchmark.objective import (ObjectiveDirectionError, TrialFailed, metric_direction,  # noqa: E402
                                  objective_value)
 
 METRIC = "fd_random_cnn"
@@ -91,7 +91,7 @@ def test_table1_optuna_configs_mirror_the_grid(gan):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from benchmark.config import register_configs
+    from medsynbench.benchmark.config import register_configs
 
     register_configs()
     GlobalHydra.instance().clear()
@@ -187,7 +187,7 @@ def test_two_trials_at_a_time_with_joblib(tmp_path):
 
 
 def test_objective_is_in_no_run_id():
-    from benchmark.run import evaluation_id, training_id
+    from medsynbench.benchmark.run import evaluation_id, training_id
     from tests.conftest import compose_config
 
     meta = {"train_content_sha256": "a", "test_content_sha256": "b"}

@@ -13,10 +13,10 @@ import torch
 from omegaconf import OmegaConf
 from hydra.errors import ConfigCompositionException
 
-from benchmark.data import load_dataset
-from benchmark.run import evaluation_id, execute_run, training_id
-from benchmark.store import load_records
-from benchmark.train_loop import StopRequested, batch_indices
+from medsynbench.benchmark.data import load_dataset
+from medsynbench.benchmark.run import evaluation_id, execute_run, training_id
+from medsynbench.benchmark.store import load_records
+from medsynbench.benchmark.train_loop import StopRequested, batch_indices
 from medsynbench.checkpoints import checkpoint_paths, load_checkpoint
 from tests.conftest import REPO, SMOKE, compose_config
 
@@ -129,7 +129,7 @@ def test_failed_run_is_recorded_then_raised(smoke_cfg):
 def test_fd_over_checkpoints_has_one_finite_row_per_snapshot(smoke_cfg):
     import math
 
-    from benchmark.curves import fd_over_checkpoints
+    from medsynbench.benchmark.curves import fd_over_checkpoints
 
     record = execute_run(smoke_cfg("data.train_size=16", "evaluate=false"))
     rows = fd_over_checkpoints(record["run_dir"], n_samples=24, device="cpu")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmark.run import execute_run
-from benchmark.store import load_records
+from medsynbench.benchmark.run import execute_run
+from medsynbench.benchmark.store import load_records
 from tests.conftest import REPO, compose_config
 
 MINI = REPO / "data" / "isic2018_mini"
@@ -97,7 +97,7 @@ def test_evaluating_an_intermediate_checkpoint_is_a_config_choice(smoke_cfg):
 
 
 def test_evaluate_command_replaces_its_own_record(smoke_cfg):
-    from benchmark.reevaluate import evaluate_run_dir
+    from medsynbench.benchmark.reevaluate import evaluate_run_dir
 
     cfg = smoke_cfg("data.train_size=16", "downstream=none")
     record = execute_run(cfg)

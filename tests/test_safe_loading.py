@@ -12,10 +12,10 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from benchmark.data import load_dataset
-from benchmark.reevaluate import load_run
-from benchmark.train_loop import StopRequested, train
-from gans import build_from_args
+from medsynbench.benchmark.data import load_dataset
+from medsynbench.benchmark.reevaluate import load_run
+from medsynbench.benchmark.train_loop import StopRequested, train
+from medsynbench.gans import build_from_args
 from medsynbench.checkpoints import (CheckpointError, CheckpointWarning, checkpoint_path, checkpoint_paths,
                                      latest_valid_checkpoint, load_checkpoint)
 from tests.conftest import SMOKE, compose_config
@@ -99,7 +99,7 @@ def test_malicious_pickle_is_refused_naming_the_file_and_never_runs(tmp_path, re
 
 def test_unregistered_gan_target_is_refused_and_nothing_is_called(tmp_path, reference):
     marker = tmp_path / "pwned.txt"
-    for target in ("os.system", "builtins.exec", "torch.nn.Linear", "gans.nope.Missing"):
+    for target in ("os.system", "builtins.exec", "torch.nn.Linear", "medsynbench.gans.nope.Missing"):
         with pytest.raises(ValueError, match="not a registered GAN class"):
             build_from_args({"_target_": target, "command": f"touch {marker}"})
     # a weights-only-safe checkpoint whose model_args name os.system: load_run refuses to build it
@@ -114,7 +114,7 @@ def test_unregistered_gan_target_is_refused_and_nothing_is_called(tmp_path, refe
     assert not marker.exists()
     # old checkpoints name the class by module path; registry names work too
     args = load_checkpoint(checkpoint_paths(reference[0])[-1])["model_args"]
-    assert args["_target_"] == "gans.dcgan.DCGAN"
+    assert args["_target_"] == "medsynbench.gans.dcgan.DCGAN"
     assert type(build_from_args(args)).__name__ == "DCGAN"
     assert type(build_from_args({**args, "_target_": "dcgan"})).__name__ == "DCGAN"
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.run import execute_run, job_threads
-from benchmark.store import load_records
+from medsynbench.benchmark.run import execute_run, job_threads
+from medsynbench.benchmark.store import load_records
 from medsynbench.checkpoints import checkpoint_path, checkpoint_paths, load_checkpoint
 from tests.conftest import REPO, SMOKE, compose_config
 

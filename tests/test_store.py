@@ -4,7 +4,7 @@ import multiprocessing as mp
 
 import pytest
 
-from benchmark.store import write_record, flatten_config, load_records, metric_table
+from medsynbench.benchmark.store import write_record, flatten_config, load_records, metric_table
 
 
 def _record(run_id, seed, gan, value, status="completed", size=50, evaluation_id="e1"):

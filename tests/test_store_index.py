@@ -7,9 +7,9 @@ import os
 
 import pandas as pd
 
-from benchmark.leaderboard import leaderboard, write_leaderboard
-from benchmark.store import load_records
-from benchmark.store_index import index_dir, metric_table_from_store, refresh_index
+from medsynbench.benchmark.leaderboard import leaderboard, write_leaderboard
+from medsynbench.benchmark.store import load_records
+from medsynbench.benchmark.store_index import index_dir, metric_table_from_store, refresh_index
 from tests.test_leaderboard import WARN, make
 
 BOARDS = [dict(metric="fd_unet"), dict(metric=["kid_unet", "fd_unet"]), dict(metric="dice_unet@synthetic"),
@@ -139,7 +139,7 @@ def test_vectorised_record_order_matches_load_records_order():
 
     import pyarrow as pa
 
-    from benchmark.store_index import _order, _order_rows
+    from medsynbench.benchmark.store_index import _order, _order_rows
     rng = random.Random(0)
     for _ in range(200):
         n = rng.randint(1, 30)
@@ -152,7 +152,7 @@ def test_vectorised_record_order_matches_load_records_order():
 
 
 def test_up_to_date_read_lists_nothing_and_refresh_appends_a_part(tmp_path, monkeypatch):
-    import benchmark.store_index as si
+    import medsynbench.benchmark.store_index as si
     store = tmp_path / "store"
     recs = _records()
     for rec in recs[:12]:

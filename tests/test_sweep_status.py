@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.run import execute_run
-from benchmark.status import (
+from medsynbench.benchmark.run import execute_run
+from medsynbench.benchmark.status import (
     HEARTBEAT_FILE,
     Heartbeat,
     classify_run,
@@ -23,7 +23,7 @@ from benchmark.status import (
     format_report,
     sweep_status,
 )
-from benchmark.store import load_records, read_record
+from medsynbench.benchmark.store import load_records, read_record
 from tests.conftest import REPO, SMOKE
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -104,7 +104,7 @@ def test_killed_sweep_relaunched_trains_only_the_missing_runs(tmp_path):
 
 
 def test_failed_run_is_skipped_on_relaunch_unless_retry_failed(smoke_cfg, capsys, monkeypatch):
-    import benchmark.evaluate
+    import medsynbench.benchmark.evaluate as bench_evaluate
 
     # (1) failed after the data loaded (here: in evaluation), recorded under (training id, evaluation id)
     calls = []
@@ -113,8 +113,8 @@ def test_failed_run_is_skipped_on_relaunch_unless_retry_failed(smoke_cfg, capsys
         calls.append(1)
         raise RuntimeError("the metric server is down")
 
-    real_evaluation = benchmark.evaluate.evaluate_gan
-    monkeypatch.setattr(benchmark.evaluate, "evaluate_gan", broken_evaluation)
+    real_evaluation = bench_evaluate.evaluate_gan
+    monkeypatch.setattr(bench_evaluate, "evaluate_gan", broken_evaluation)
     cfg = smoke_cfg("data.train_size=16", "downstream=none")
     failed = execute_run(cfg, raise_on_failure=False)
     assert failed["status"] == "failed" and "metric server" in failed["error"] and len(calls) == 1
@@ -133,7 +133,7 @@ def test_failed_run_is_skipped_on_relaunch_unless_retry_failed(smoke_cfg, capsys
         execute_run(cfg)
     assert len(calls) == 1
 
-    monkeypatch.setattr(benchmark.evaluate, "evaluate_gan", real_evaluation)
+    monkeypatch.setattr(bench_evaluate, "evaluate_gan", real_evaluation)
     retried = execute_run(smoke_cfg("data.train_size=16", "downstream=none", "retry_failed=true"))
     assert retried["status"] == "completed" and (retried["training_id"], retried["evaluation_id"]) == (tid, eid)
     assert retried["evaluation_only"] is True  # the training had finished: only the evaluation ran again

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from benchmark.data.config import DataConfig, DatasetConfig
-from benchmark.data.errors import DataError
-from benchmark.data.loader import load_dataset
+from medsynbench.benchmark.data.config import DataConfig, DatasetConfig
+from medsynbench.benchmark.data.errors import DataError
+from medsynbench.benchmark.data.loader import load_dataset
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 if not OmegaConf.has_resolver("msb_root"):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from benchmark.data.errors import DataError
+from medsynbench.benchmark.data.errors import DataError
 
 PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 DICOM_SUFFIXES = (".dcm", ".dicom", "")

@@ -14,13 +14,13 @@ import torch
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from benchmark.data import io, preprocess, sources
-from benchmark.data.config import (COLORS, FORMATS, INTENSITIES, MASK_MODES, RESIZE_METHODS, SPLIT_SOURCES, SPLITS,
+from medsynbench.benchmark.data import io, preprocess, sources
+from medsynbench.benchmark.data.config import (COLORS, FORMATS, INTENSITIES, MASK_MODES, RESIZE_METHODS, SPLIT_SOURCES, SPLITS,
                                    UNLABELED_POLICIES, VOLUME_SLICES, DataConfig, DatasetConfig)
-from benchmark.data.errors import DataError
-from benchmark.data.sources import Item
-from benchmark.data.splits import ids_sha256, nested_order, random_split
-from benchmark.data.types import DatasetBundle, ImageSet
+from medsynbench.benchmark.data.errors import DataError
+from medsynbench.benchmark.data.sources import Item
+from medsynbench.benchmark.data.splits import ids_sha256, nested_order, random_split
+from medsynbench.benchmark.data.types import DatasetBundle, ImageSet
 from medsynbench.io import array_hash
 
 log = logging.getLogger(__name__)

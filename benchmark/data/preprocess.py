@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from benchmark.data.config import DataConfig
-from benchmark.data.errors import DataError
+from medsynbench.benchmark.data.config import DataConfig
+from medsynbench.benchmark.data.errors import DataError
 
 _PIL_FILTERS = {
     "nearest": Image.Resampling.NEAREST,

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.data.config import SPLITS, DatasetConfig
-from benchmark.data.errors import DataError
-from benchmark.data.io import (DICOM_SUFFIXES, METAIMAGE_SUFFIXES, NIFTI_SUFFIXES, PIL_SUFFIXES, full_suffix,
+from medsynbench.benchmark.data.config import SPLITS, DatasetConfig
+from medsynbench.benchmark.data.errors import DataError
+from medsynbench.benchmark.data.io import (DICOM_SUFFIXES, METAIMAGE_SUFFIXES, NIFTI_SUFFIXES, PIL_SUFFIXES, full_suffix,
                                probe_volume, stem)
 
 FORMAT_SUFFIXES = {
@@ -239,7 +239,7 @@ def check_group_leakage(items: list[Item], source: str) -> None:
 # ------------------------------------------------------------------------------------------- volumes
 def expand_volumes(items: list[Item], cfg: DatasetConfig) -> list[Item]:
     """One item per 2D slice along dataset.slice_axis; slices inherit label, split and group of their volume."""
-    from benchmark.data.io import read_volume
+    from medsynbench.benchmark.data.io import read_volume
 
     if cfg.slice_axis not in (0, 1, 2):
         raise DataError(f"dataset '{cfg.name}': slice_axis must be 0, 1 or 2, got {cfg.slice_axis}")

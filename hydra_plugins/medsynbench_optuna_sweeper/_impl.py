@@ -68,7 +68,7 @@ def _sqlite_parent(storage: Any) -> None:
 
 class BudgetedOptunaSweeperImpl(OptunaSweeperImpl):
     def _objective(self, fixed_params: Dict[str, Any]) -> tuple[str, str]:
-        from benchmark.objective import DIRECTIONS, ObjectiveDirectionError, metric_direction
+        from medsynbench.benchmark.objective import DIRECTIONS, ObjectiveDirectionError, metric_direction
 
         metric = fixed_params.get("objective.metric") or OmegaConf.select(self.config, "objective.metric")
         if not metric:
@@ -93,7 +93,7 @@ class BudgetedOptunaSweeperImpl(OptunaSweeperImpl):
         return metric, wanted
 
     def sweep(self, arguments: List[str]) -> None:  # noqa: C901  (one loop, as the plugin's)
-        from benchmark.objective import ObjectiveDirectionError
+        from medsynbench.benchmark.objective import ObjectiveDirectionError
 
         assert self.config is not None and self.launcher is not None
         self._process_searchspace_config()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from metrics.extractors.base import FeatureExtractor, Preprocess
+from medsynbench.metrics.extractors.base import FeatureExtractor, Preprocess
 
 _EXTRACTORS: dict[str, Callable[..., FeatureExtractor]] = {}
 _PREFIXES = ("torchvision", "timm")
@@ -44,7 +44,7 @@ def get_extractor(name: str, **kwargs) -> FeatureExtractor:
         prefix, model = name.split(":", 1)
         if prefix not in _PREFIXES or not model:
             raise KeyError(f"unknown extractor {name!r}; valid names: {', '.join(list_extractors())}")
-        from metrics.extractors.hub import HubExtractor
+        from medsynbench.metrics.extractors.hub import HubExtractor
         return HubExtractor(prefix, model, **_without_context(kwargs, keep=("seed",)))
     return extractor_factory(name)(**kwargs)
 
@@ -54,7 +54,7 @@ def _without_context(kwargs: dict, keep=()) -> dict:
 
 
 def _load():
-    from metrics.extractors import inception, random_cnn, unet_encoder  # noqa: F401  (register themselves)
+    from medsynbench.metrics.extractors import inception, random_cnn, unet_encoder  # noqa: F401  (register themselves)
 
 
 __all__ = ["CONTEXT_KEYS", "FeatureExtractor", "Preprocess", "extractor_factory", "get_extractor", "list_extractors",

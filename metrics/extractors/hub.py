@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from metrics.extractors.base import FeatureExtractor, Preprocess, file_sha256
+from medsynbench.metrics.extractors.base import FeatureExtractor, Preprocess, file_sha256
 
 
 def _strip_head(model: nn.Module) -> nn.Module:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from metrics.extractors import register_extractor
-from metrics.extractors.base import FeatureExtractor, Preprocess, file_sha256
+from medsynbench.metrics.extractors import register_extractor
+from medsynbench.metrics.extractors.base import FeatureExtractor, Preprocess, file_sha256
 
 WEIGHTS_FILE = "weights-inception-2015-12-05-6726825d.pth"
 STANDARD_SHA256_PREFIX = "6726825d"

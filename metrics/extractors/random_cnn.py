@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from medsynbench.io import content_hash
-from metrics.extractors import register_extractor
-from metrics.extractors.base import FeatureExtractor, Preprocess
+from medsynbench.metrics.extractors import register_extractor
+from medsynbench.metrics.extractors.base import FeatureExtractor, Preprocess
 
 
 class RandomCNN(FeatureExtractor):

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 
 from medsynbench.io import atomic_write, file_lock, remove_stale_temporaries
-from metrics.cache import array_hash, content_hash
-from metrics.extractors import register_extractor
-from metrics.extractors.base import FeatureExtractor, Preprocess
+from medsynbench.metrics.cache import array_hash, content_hash
+from medsynbench.metrics.extractors import register_extractor
+from medsynbench.metrics.extractors.base import FeatureExtractor, Preprocess
 
 
 def _build(in_channels: int, classes: int, encoder_name: str, depth: int):
