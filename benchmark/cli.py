@@ -2,12 +2,19 @@
 
 Each command is a Hydra app over the config tree in ``conf/``; ``medsynbench <command> --help`` shows its config
 groups and options. Also available as ``python -m medsynbench <command> ...``.
+
+Errors: a user error (unknown key or group option, a bad value or path, bad data) prints one message on stderr and
+exits 2; any other error prints its traceback and exits 1; ``MEDSYNBENCH_DEBUG=1`` (or Hydra's ``HYDRA_FULL_ERROR=1``)
+shows the complete traceback of every error.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
 
 import hydra
@@ -16,7 +23,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from medsynbench import config_dir
-from medsynbench.benchmark.config import EvaluateFolderConfig, RunConfig, register_configs
+from medsynbench.benchmark.config import (DatasetCheckConfig, EvaluateConfig, EvaluateFolderConfig, LeaderboardConfig,
+                                           ReportConfig, RunConfig, StatusConfig, register_configs)
 
 register_configs()
 CONF_DIR = str(config_dir())
@@ -30,19 +38,83 @@ def _in_multirun() -> bool:
         return False
 
 
+# --- errors: a user error is one message on stderr (exit 2), a bug keeps its traceback (exit 1) ----------------------
+DEBUG_ENV = "MEDSYNBENCH_DEBUG"  # =1: every error with its complete traceback (as does Hydra's HYDRA_FULL_ERROR=1)
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def debug_enabled() -> bool:
+    return _flag(DEBUG_ENV) or _flag("HYDRA_FULL_ERROR")
+
+
+_main = {"reporting": False}  # main() reports errors (and the debug flag is off): task functions hand user errors up
+
+
+def is_user_error(err: BaseException) -> bool:
+    """Errors in what the user gave (a config key, a value, a path, the data), whose message says what is wrong and
+    where: ConfigError (benchmark/validate.py), DataError (the data layer), FailedBefore (a run recorded as failed),
+    Hydra's composition and override errors (unknown group option, misspelt key of a typed node, bad override
+    syntax, missing --config-dir), a mandatory value left unset or an unresolvable interpolation, a file or folder
+    that does not exist. Anything else is a bug and keeps its traceback."""
+    from hydra.errors import CompactHydraException, InstantiationException
+    from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
+
+    from medsynbench.benchmark.data.errors import DataError
+    from medsynbench.benchmark.run import FailedBefore
+    from medsynbench.benchmark.validate import ConfigError
+
+    if isinstance(err, InstantiationException):  # wraps what a constructor raised: a user error only if that was one
+        return err.__cause__ is not None and is_user_error(err.__cause__)
+    return isinstance(err, (ConfigError, DataError, FailedBefore, CompactHydraException, MissingMandatoryValue,
+                            InterpolationResolutionError, FileNotFoundError, NotADirectoryError))
+
+
+class _UserErrorOfRun(BaseException):
+    """Carries a user error of a single run past Hydra's job runner (which would print "Error executing job with
+    overrides: ..." before re-raising it) to :func:`main`, which reports it once. A BaseException, so that Hydra
+    catches it nowhere on the way."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+def reports_user_errors(task):
+    """Decorator of a command's task function (under ``@hydra.main``): in a single run, a user error goes straight to
+    :func:`main`. In a multirun every error goes through Hydra as before (its launcher and sweeper record failed jobs
+    and name the job's overrides); with the debug flag, or when the app is called other than through main(), nothing
+    changes."""
+
+    @functools.wraps(task)
+    def run(cfg):
+        try:
+            return task(cfg)
+        except Exception as err:
+            if _main["reporting"] and not _in_multirun() and is_user_error(err):
+                raise _UserErrorOfRun(err) from err
+            raise
+
+    return run
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+@reports_user_errors
 def train_app(cfg: DictConfig) -> float | None:
     """Train one run (then evaluate and record it unless evaluate=false). Returns the value of ``objective.metric``
     from the run's record (what an Optuna sweep optimises; None without an objective). A failed or diverged run, a
     missing metric or a non-finite value raise (benchmark/objective.py), so that a sweeper records a failed trial;
     the run's record is stored either way, and a config whose record exists returns it without retraining."""
-    from medsynbench.benchmark.run import execute_run
+    from medsynbench.benchmark.run import RunInterrupted, execute_run, summary_lines
 
-    record = execute_run(cfg, raise_on_failure=not _in_multirun())
-    summary = {m["metric"]: round(m["value"], 5) for m in record.get("metrics", []) if m.get("value") is not None}
-    summary.update({f"{d['metric']}@{d['train_on']}": round(d["value"], 4)
-                    for d in record.get("downstream", []) if not d.get("skipped") and d.get("value") is not None})
-    print(f"[medsynbench] {record['run_id']}: {record['status']} {json.dumps(summary)}")
+    try:
+        record = execute_run(cfg, raise_on_failure=not _in_multirun())
+    except RunInterrupted as stop:  # Ctrl-C: one line (what was saved, how to resume), exit status 130
+        print(f"[medsynbench] {stop}", file=sys.stderr)
+        raise SystemExit(130) from None
+    print("\n".join(summary_lines(record)))  # scores, sample counts, small-sample warnings
     metric = cfg.objective.metric if cfg.get("objective") is not None else None
     if not metric:
         return None
@@ -65,6 +137,7 @@ def train_app(cfg: DictConfig) -> float | None:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+@reports_user_errors
 def evaluate_app(cfg: DictConfig) -> None:
     """Evaluate an existing run directory (metrics + downstream) and append a record."""
     from medsynbench.benchmark.reevaluate import evaluate_run_dir
@@ -75,6 +148,7 @@ def evaluate_app(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate_folder")
+@reports_user_errors
 def evaluate_folder_app(cfg: DictConfig) -> None:
     """Score a folder of images against a dataset config and append a record."""
     from medsynbench.benchmark.evaluate_folder import evaluate_folder
@@ -87,29 +161,79 @@ def evaluate_folder_app(cfg: DictConfig) -> None:
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="leaderboard")
+@reports_user_errors
 def leaderboard_app(cfg: DictConfig) -> None:
-    """Print and write a leaderboard (Markdown + CSV + JSON sidecar) of one or more metrics from the results store."""
+    """Print and write a leaderboard (Markdown, CSV, LaTeX, HTML + JSON sidecar) of one or more metrics from the
+    results store; without ``metric`` (or with a metric the store lacks) say which metric names the store has."""
     from omegaconf import OmegaConf
 
-    from medsynbench.benchmark.leaderboard import write_leaderboard
+    from medsynbench.benchmark.leaderboard import UnknownMetricError, metrics_message, write_leaderboard
+    from medsynbench.benchmark.validate import ConfigError
 
+    if OmegaConf.is_missing(cfg, "metric"):  # list the store's metric names instead of a MissingMandatoryValue
+        raise ConfigError(metrics_message(cfg.paths.store_dir))
     metric = OmegaConf.to_container(cfg.metric) if OmegaConf.is_list(cfg.metric) else str(cfg.metric)
     group_by = None if cfg.group_by is None else list(cfg.group_by)
-    _, text, path = write_leaderboard(cfg.paths.store_dir, cfg.paths.leaderboard_dir, metric, group_by,
-                                      cfg.include_failed, OmegaConf.to_container(cfg.filter), cfg.ci)
+    try:
+        _, text, path = write_leaderboard(cfg.paths.store_dir, cfg.paths.leaderboard_dir, metric, group_by,
+                                          cfg.include_failed, OmegaConf.to_container(cfg.filter), cfg.ci,
+                                          cfg.ci_method.value, cfg.n_boot, cfg.boot_seed)
+    except UnknownMetricError as err:
+        raise ConfigError(metrics_message(cfg.paths.store_dir, err.missing, err.available)) from None
     print(text)
-    print(f"[medsynbench] written {path}, {path.with_suffix('.csv').name} and {path.with_suffix('.json').name}")
+    print(f"[medsynbench] written {path} and {', '.join(path.with_suffix(s).name for s in ('.csv', '.tex', '.html'))}"
+          f" ({path.with_suffix('.json').name}: grouping, protocol, footnotes)")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="report")
+@reports_user_errors
+def report_app(cfg: DictConfig) -> None:
+    """The four studies' tables and figures from the results store (Markdown, CSV, LaTeX, PNG, SVG, HTML)."""
+    from omegaconf import OmegaConf
+
+    from medsynbench.benchmark.report import build_report
+
+    out_dir = Path(cfg.out_dir)
+    print(f"[medsynbench] report from {cfg.paths.store_dir} -> {out_dir}")
+    sections = build_report(
+        cfg.paths.store_dir, out_dir, OmegaConf.to_container(cfg.filter),
+        sections=None if cfg.sections is None else list(cfg.sections), include_failed=cfg.include_failed,
+        fd_metric=cfg.fd_metric, downstream_metric=cfg.downstream_metric, ci=cfg.ci, n_boot=cfg.n_boot,
+        seed=cfg.seed, runs_dir=cfg.paths.runs_dir, sweep_dir=cfg.sweep_dir, results_dir=cfg.paths.results_dir,
+        title=cfg.title, progress=lambda msg: print(f"[medsynbench]   {msg}", flush=True))
+    built = sum(not s.empty for s in sections)
+    print(f"[medsynbench] written {out_dir / 'report.md'}" + (f" and {out_dir / 'report.html'}"
+                                                              if (out_dir / "report.html").is_file() else "")
+          + f": {built} of {len(sections)} sections built, tables in {out_dir / 'tables'}, figures in "
+          f"{out_dir / 'figures'}")
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="status")
+@reports_user_errors
 def status_app(cfg: DictConfig) -> None:
     """How far a sweep (or an experiment) is: done, running, failed, diverged, interrupted, pending runs."""
     from medsynbench.benchmark.status import format_report, status_report
 
     if cfg.format not in ("table", "json"):
-        raise ValueError(f"format must be table or json, got {cfg.format!r}")
+        from medsynbench.benchmark.validate import ConfigError
+
+        raise ConfigError(f"format must be table or json, got {cfg.format!r}")
     report = status_report(cfg)
     print(json.dumps(report, indent=2, default=str) if cfg.format == "json" else format_report(report))
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="dataset_check")
+@reports_user_errors
+def dataset_check_app(cfg: DictConfig) -> None:
+    """Load a dataset config as train would, without training; report what was found (exit 1 if the data is refused)."""
+    from medsynbench.benchmark.data.check import check_dataset, format_report
+
+    if cfg.format not in ("text", "json"):
+        raise ValueError(f"format must be text or json, got {cfg.format!r}")
+    report = check_dataset(cfg.dataset, cfg.data, imbalance_ratio=cfg.imbalance_ratio)
+    print(json.dumps(report, indent=2, default=str) if cfg.format == "json" else format_report(report))
+    if report["errors"]:
+        raise SystemExit(1)
 
 
 COMMANDS = {
@@ -117,9 +241,11 @@ COMMANDS = {
     "evaluate": (evaluate_app, "evaluate an existing run directory: run_dir=<path>"),
     "evaluate-folder": (evaluate_folder_app, "score a folder of images against a dataset: folder=<dir> dataset=<name>"),
     "leaderboard": (leaderboard_app, "leaderboards from the results store: metric=<name> | metric=[a,b]"),
-    "report": (leaderboard_app, "alias of leaderboard"),
+    "report": (report_app, "the papers' tables and figures from the results store: out_dir=<dir> +filter.<key>=..."),
     "status": (status_app, "runs of a sweep: done/running/failed/pending (sweep_dir=<dir>|latest, experiment_name=)"),
     "sweep-status": (status_app, "alias of status"),
+    "dataset-check": (dataset_check_app, "load a dataset without training and report/warn: dataset=<name> "
+                                         "[--config-dir <dir>]"),
 }
 
 
@@ -130,7 +256,10 @@ def usage() -> str:
               "Examples:", "  medsynbench train experiment=quickstart",
               "  medsynbench train --multirun gan=dcgan data.train_size=50,100 seed=1,2",
               "  medsynbench leaderboard 'metric=[kid_unet,dice_unet@synthetic]' +filter.dataset.name=isic_mini",
-              "  medsynbench status sweep_dir=latest"]
+              "  medsynbench status sweep_dir=latest",
+              "",
+              "Errors in what you gave (a config key, a value, a path, the data) print one message and exit 2;",
+              f"{DEBUG_ENV}=1 (or HYDRA_FULL_ERROR=1) shows every error with its complete traceback."]
     return "\n".join(lines)
 
 
@@ -144,66 +273,99 @@ def main(argv: list[str] | None = None) -> None:
         print(f"unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         raise SystemExit(2)
     sys.argv = [f"medsynbench {command}", *rest]
+    debug = debug_enabled()
+    # Hydra's run_and_report prints its own report of an error (a traceback, or the compact message of a composition
+    # error) and exits 1; under HYDRA_FULL_ERROR=1 it re-raises instead, so that this function reports every error
+    # once: a user error as one message, a bug with its traceback.
+    before = os.environ.get("HYDRA_FULL_ERROR")
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    _main["reporting"] = not debug
     try:
         COMMANDS[command][0]()
-    except SystemExit as exit_:
-        if exit_.code not in (0, None):
-            _explain_schema_error(command, rest)
-        raise
+    except _UserErrorOfRun as carried:
+        _report(command, carried.error, debug)
+    except Exception as err:  # noqa: BLE001 - every error ends here: reported once, then the exit status says it
+        _report(command, err, debug)
+    finally:
+        _main["reporting"] = False
+        if before is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = before
 
 
-SCHEMAS = {"train": "config", "evaluate-folder": "evaluate_folder"}
+def _report(command: str, err: BaseException, debug: bool) -> None:
+    """Exit for an error of a command: 2 with one message on stderr for a user error, 1 with the traceback (from the
+    command's own frames on) for anything else; with the debug flag, re-raise it with the complete traceback."""
+    if debug:
+        raise err
+    if is_user_error(err):
+        print(f"medsynbench {command}: error: {user_message(command, err)}", file=sys.stderr)
+        raise SystemExit(2) from None
+    tb = traceback.TracebackException.from_exception(err)
+    frames = list(tb.stack)
+    job = [i for i, f in enumerate(frames) if f.name == "run_job" and f"{os.sep}hydra{os.sep}" in f.filename]
+    if job:  # drop Hydra's frames above the task function, as Hydra's own report does
+        tb.stack = traceback.StackSummary.from_list(frames[job[-1] + 1:])
+    sys.stderr.write("".join(tb.format()))
+    sys.stderr.write(f"(set {DEBUG_ENV}=1 for the complete traceback)\n")
+    raise SystemExit(1) from None
 
 
-def _explain_schema_error(command: str, args: list[str]) -> None:
-    """Hydra refuses a misspelt key of a typed group while composing (``Key 'imag_size' not in 'DataConfig'``) and
-    names the file, but not the valid keys. Compose again (first value of each sweep) to find such an error, and
-    print the valid keys of that node with the closest match."""
-    import difflib
+SCHEMAS = {"train": RunConfig, "evaluate-folder": EvaluateFolderConfig, "evaluate": EvaluateConfig,
+           "leaderboard": LeaderboardConfig, "status": StatusConfig, "dataset-check": DatasetCheckConfig,
+           "report": ReportConfig, "sweep-status": StatusConfig}
+
+
+def user_message(command: str, err: BaseException) -> str:
+    """The message of a user error: the error's own text (for a Hydra composition error also its OmegaConf cause),
+    without OmegaConf's internal type lines, plus what to do: the valid keys of a misspelt key's node and the closest
+    match, or how to set a missing mandatory value."""
     import re
 
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import ConfigCompositionException
+    from hydra.errors import CompactHydraException
+    from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+    text = str(err)
+    cause = err.__cause__
+    if isinstance(err, CompactHydraException) and isinstance(cause, OmegaConfBaseException) \
+            and str(cause) not in text:
+        text = f"{text}\n{cause}"
+    text = "\n".join(line for line in text.splitlines()
+                     if not re.match(r"\s*(reference_type|object_type)=", line)).strip()
+    found = re.search(r"full_key: (\S+)", text)
+    if isinstance(err, MissingMandatoryValue) or isinstance(cause, MissingMandatoryValue):
+        if found:
+            text += f"\nset it on the command line: {found.group(1)}=<value>   (see `medsynbench {command} --help`)"
+    elif found and isinstance(err, CompactHydraException):
+        hint = _valid_keys_hint(command, found.group(1))
+        if hint:  # a typed node refuses an added key too: Hydra's "To append to your config use +key=..." misleads
+            text = "\n".join(line for line in text.splitlines() if not line.startswith("To append to your config"))
+        text += hint
+    return text
+
+
+def _valid_keys_hint(command: str, full_key: str) -> str:
+    """Hydra refuses a misspelt key of a typed node while composing (``Key 'imag_size' not in 'DataConfig'``) and
+    names the file, but not the valid keys: name them, with the closest match."""
+    import difflib
+
     from omegaconf import OmegaConf
 
     if command not in SCHEMAS:
-        return
-    config_dirs, overrides, it = [], [], iter(args)
-    for arg in it:
-        if arg in ("--config-dir", "-cd"):
-            config_dirs.append(next(it, ""))
-        elif arg.startswith("--config-dir="):
-            config_dirs.append(arg.split("=", 1)[1])
-        elif arg.startswith("-") or arg.startswith(("hydra.", "hydra/", "+hydra")):
-            continue
-        else:  # a sweep a,b,c: its first value composes like every other
-            key, _, value = arg.partition("=")
-            overrides.append(f"{key}={value.split(',')[0]}" if "," in value and "[" not in value else arg)
-    GlobalHydra.instance().clear()
+        return ""
+    parent, _, bad = full_key.rpartition(".")
     try:
-        with initialize_config_dir(version_base="1.3", config_dir=CONF_DIR):
-            if config_dirs:
-                paths = ",".join(f"file://{Path(d).resolve()}" for d in config_dirs)
-                overrides.append(f"hydra.searchpath=[{paths}]")
-            compose(config_name=SCHEMAS[command], overrides=overrides)
-    except ConfigCompositionException as err:
-        found = re.search(r"full_key: (\S+)", str(err.__cause__ or err))
-        if not found:
-            return
-        parent, _, bad = found.group(1).rpartition(".")
-        base = OmegaConf.structured(RunConfig if command == "train" else EvaluateFolderConfig)
+        base = OmegaConf.structured(SCHEMAS[command])
         node = OmegaConf.select(base, parent) if parent else base
-        if OmegaConf.is_dict(node):
-            valid = sorted(str(k) for k in node.keys())
-            close = difflib.get_close_matches(bad, valid, n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            print(f"[medsynbench] unknown key {found.group(1)!r}.{hint} Valid keys of {parent or 'the config'}: "
-                  f"{', '.join(valid)}", file=sys.stderr)
-    except Exception:  # the explanation is a courtesy: never hide Hydra's own message behind a second error
-        return
-    finally:
-        GlobalHydra.instance().clear()
+    except Exception:  # noqa: BLE001 - the hint is a courtesy: never hide the message behind a second error
+        return ""
+    if not OmegaConf.is_dict(node) or bad in node:
+        return ""
+    valid = sorted(str(k) for k in node.keys())
+    close = difflib.get_close_matches(bad, valid, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    return f"\nunknown key {full_key!r}.{hint} Valid keys of {parent or 'the config'}: {', '.join(valid)}"
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ command line fails at compose time with Hydra's "Key '...' not in ..." message. 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -69,7 +70,7 @@ class RunConfig:
     num_threads: Optional[int] = None # CPU threads for torch (null = torch's default). Set 1 when running several
                                       # jobs per machine (hydra/launcher=joblib): oversubscribed threads crawl
     evaluate: bool = True             # after training: sample, metrics, downstream, store record
-    n_samples: Optional[int] = None   # synthetic images for evaluation; null = as many as the real test split
+    n_samples: Optional[int] = None   # synthetic images for the metrics; null = max(test split, feature dim + 1)
     evaluate_step: Optional[int] = None  # checkpoint step to evaluate (null = the last); needs that snapshot kept
     retry_failed: bool = False        # a relaunch skips runs recorded as failed unless true (in no id)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # the value a sweeper optimises
@@ -95,7 +96,10 @@ class EvaluateFolderConfig:
     downstream: Any = field(default_factory=dict)
     paths: PathsConfig = field(default_factory=PathsConfig)
     seed: int = 0
-    device: str = "auto"
+    # runtime keys, as for train (in no id, recorded with the result): where and how the evaluation runs
+    device: str = "auto"              # auto (CUDA > MPS > CPU) | cpu | cuda | cuda:1 ...
+    num_threads: Optional[int] = None # CPU threads for torch (null = the job's CPUs, as for train)
+    progress: bool = True             # progress bars (reading the folder, feature extraction), as train.progress
 
 
 @dataclass
@@ -114,13 +118,40 @@ class MetricsConfig:
     generator_options: dict[str, Any] = field(default_factory=dict)
 
 
+class CIMethod(Enum):
+    """Confidence interval of a leaderboard's mean over seeds (benchmark/leaderboard.py)."""
+    t = "t"
+    bootstrap = "bootstrap"
+
+
 @dataclass
 class LeaderboardConfig:
     metric: Any = MISSING                    # a name or a list [kid_unet,fd_unet,...]; ranked by the first
     group_by: Optional[list[str]] = None     # null = every config key that differs (seeds only are averaged)
     filter: dict[str, Any] = field(default_factory=dict)  # +filter.dataset.name=kvasir +filter.gan.name=[a,b]
     include_failed: bool = False             # also diverged/failed runs (or filter.status=...)
-    ci: float = 0.95                         # Student-t confidence level over seeds
+    ci: float = 0.95                         # confidence level of the interval over seeds
+    ci_method: CIMethod = CIMethod.t         # t (Student-t) | bootstrap (percentile, over the per-seed values)
+    n_boot: int = 2000                       # bootstrap resamples (ci_method=bootstrap)
+    boot_seed: int = 0                       # seed of the bootstrap's random generator (the same for every row)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+@dataclass
+class ReportConfig:
+    """``medsynbench report``: the four studies' tables and figures from the results store (benchmark/report.py)."""
+
+    out_dir: str = "${paths.results_dir}/reports/default"
+    filter: dict[str, Any] = field(default_factory=dict)  # +filter.experiment_name=x +filter.dataset.name=kvasir
+    sweep_dir: Optional[str] = None          # only the records of one Hydra multirun's jobs (a directory | latest)
+    sections: Optional[list[str]] = None     # null = every section (those without data are listed with notes)
+    fd_metric: Optional[str] = None          # null = fid_inception if stored, else the most frequent fd_*
+    downstream_metric: Optional[str] = None  # <metric>@<train_on> of the FD-vs-downstream scatter
+    include_failed: bool = False
+    ci: float = 0.95                         # Student-t intervals over seeds; bootstrap CI of Spearman's rho
+    n_boot: int = 2000
+    seed: int = 0
+    title: str = "medsynbench report"
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
@@ -133,6 +164,16 @@ class StatusConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
 
 
+@dataclass
+class DatasetCheckConfig:
+    """``medsynbench dataset-check dataset=<name>``: the dataset and data groups composed as for ``train``."""
+
+    dataset: DatasetConfig = MISSING
+    data: DataConfig = field(default_factory=DataConfig)
+    format: str = "text"                     # text | json
+    imbalance_ratio: float = 4.0             # warn when the largest class of a split is this many times the smallest
+
+
 def register_configs() -> None:
     if not OmegaConf.has_resolver("msb_root"):
         OmegaConf.register_new_resolver("msb_root", lambda: str(REPO_ROOT))
@@ -142,3 +183,5 @@ def register_configs() -> None:
     cs.store(name="evaluate_folder_schema", node=EvaluateFolderConfig)
     cs.store(name="leaderboard_schema", node=LeaderboardConfig)
     cs.store(name="status_schema", node=StatusConfig)
+    cs.store(name="report_schema", node=ReportConfig)
+    cs.store(name="dataset_check_schema", node=DatasetCheckConfig)

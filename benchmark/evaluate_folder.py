@@ -45,10 +45,16 @@ def load_image_folder(folder: str | Path, data_cfg, limit: int | None = None, pr
 def evaluate_folder(cfg) -> dict:
     from medsynbench.benchmark.data import load_dataset
     from medsynbench.benchmark.evaluate import EVALUATION_FIELDS, evaluate_synthetic
+    from medsynbench.benchmark.run import job_threads
 
+    threads = job_threads(cfg)  # num_threads, else the job's CPUs (SLURM, launcher, affinity), as for train
+    if threads:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+        log.info("torch threads: %d", threads)
     device = resolve_device(cfg.device)
+    synthetic = load_image_folder(cfg.folder, cfg.data, cfg.limit, progress=cfg.progress)  # a wrong folder fails first
     bundle = load_dataset(cfg.dataset, cfg.data)
-    synthetic = load_image_folder(cfg.folder, cfg.data, cfg.limit)
     if synthetic.channels != bundle.channels:
         raise DataError(f"{cfg.folder}: images have {synthetic.channels} channels after preprocessing but "
                         f"{cfg.dataset.name} has {bundle.channels}; set data.color=grayscale or rgb for both")
@@ -57,7 +63,8 @@ def evaluate_folder(cfg) -> dict:
     flat = flatten_config(cfg)
     # the folder's content plays the role of the training: the same images scored the same way replace their record
     tid = f"folder-{name}-{array_hash(synthetic.images)[:10]}"
-    eid = "e" + stable_hash({k: v for k, v in flat.items() if not k.startswith(("paths.", "device", "folder", "name"))})
+    eid = "e" + stable_hash({k: v for k, v in flat.items()
+                             if not k.startswith(("paths.", "device", "folder", "name", "num_threads", "progress"))})
     record = {
         "run_id": tid, "training_id": tid, "evaluation_id": eid, "run_dir": str(cfg.folder),
         "experiment": "evaluate-folder", "seed": cfg.seed, "dataset": cfg.dataset.name, "gan": f"folder:{name}",

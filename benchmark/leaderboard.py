@@ -10,17 +10,23 @@ Honest by construction:
 - ``n_seeds`` counts distinct seeds; several records of one seed in a row (re-evaluations with the same config)
   are averaged into that seed's value first. Records sharing a ``record_id`` are deduplicated (newest
   ``recorded_at`` wins).
-- Per metric: mean, std (ddof=1) and a Student-t confidence interval over seeds (``ci``, default 95 %), n_seeds,
+- Per metric: mean, std (ddof=1) and a confidence interval over seeds (``ci``, default 95 %; ``ci_method``
+  ``t`` = Student-t, the default, or ``bootstrap`` = seeded percentile bootstrap over the per-seed values), n_seeds,
   n_records, n_warn (records carrying a warning, e.g. a small-sample warning; marked ``†`` with a footnote quoting
   it), and per row the number of seeds whose record is flagged ``collapsed`` (marked ``✗``).
-- Full precision in the CSV, 4 significant digits in fixed notation in the Markdown. Files are named
+- Full precision in the CSV, 4 significant digits in fixed notation in the Markdown, LaTeX (booktabs) and HTML
+  (one self-contained sortable page) outputs; every output but the CSV states the protocol (CI method,
+  grouping, filters, extractor and weights, sample counts) in its header. Files are named
   ``<metrics>-<hash of (metrics, grouping, filters, ...)>`` so a new grouping never overwrites another's table.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
+import re
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -178,18 +184,64 @@ def _t_ppf(level: float, dof: int) -> float:
     return float(stats.t.ppf((1 + level) / 2, dof))
 
 
-def _stats_of(per_seed: np.ndarray, level: float) -> tuple[float, float, float, int]:
-    """``_seed_stats`` on the per-seed means (ordered by seed text): the same pandas/scipy reductions."""
+def _stats_of(per_seed: np.ndarray, level: float, ci: CI | None = None) -> tuple[float, float, float, float, int]:
+    """``_seed_stats`` on the per-seed means (ordered by seed text): the same pandas/scipy reductions; returns
+    (mean, std, ci_lo, ci_hi, n). The interval is Student-t (default) or ``ci``'s percentile bootstrap."""
     n = len(per_seed)
     mean = float(nanops.nanmean(per_seed, skipna=True)) if n else float("nan")
     std = float(nanops.nanstd(per_seed, skipna=True, ddof=1)) if n > 1 else float("nan")
+    if ci is not None and ci.method == "bootstrap":
+        lo, hi = bootstrap_ci(per_seed, level, ci.n_boot, ci.seed)
+        return mean, std, lo, hi, n
     # stats.sem(per_seed) as scipy computes it (std with ddof=1 over sqrt(n)), without its per-call wrapper cost
     half = float(_t_ppf(level, n - 1) * (np.std(per_seed, ddof=1) / n ** 0.5)) if n > 1 else float("nan")
-    return mean, std, half, n
+    return mean, std, mean - half, mean + half, n
+
+
+CI_METHODS = ("t", "bootstrap")
+
+
+@dataclass(frozen=True)
+class CI:
+    """How the confidence interval over seeds is computed: ``t`` (Student-t, the default) or ``bootstrap``
+    (percentile bootstrap of the mean over the per-seed values: ``n_boot`` resamples drawn from
+    ``numpy.random.default_rng(seed)``, the same seed for every row, so a row's interval depends only on its
+    values)."""
+    method: str = "t"
+    n_boot: int = 2000
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in CI_METHODS:
+            raise ValueError(f"ci_method must be one of {list(CI_METHODS)}, got {self.method!r}")
+        if self.method == "bootstrap" and int(self.n_boot) < 1:
+            raise ValueError(f"n_boot must be a positive number of bootstrap resamples, got {self.n_boot!r}")
+
+    def describe(self, level: float) -> str:
+        pct = f"{round(level * 100):g}%"
+        if self.method == "t":
+            return f"Student-t {pct} CI"
+        return f"percentile bootstrap {pct} CI ({self.n_boot} resamples, seed {self.seed})"
+
+
+_BOOT_RNG_KW = "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"  # scipy < 1.15
+
+
+def bootstrap_ci(values, level: float = 0.95, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (``scipy.stats.bootstrap``, ``method="percentile"``,
+    resamples from ``numpy.random.default_rng(seed)``); NaN for fewer than two values."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2 or not np.isfinite(values).all():
+        return float("nan"), float("nan")
+    if np.all(values == values[0]):  # every resample has the same mean (scipy warns and returns NaN here)
+        return float(values[0]), float(values[0])
+    res = stats.bootstrap((values,), np.mean, n_resamples=int(n_boot), method="percentile", confidence_level=level,
+                          vectorized=True, **{_BOOT_RNG_KW: np.random.default_rng(seed)})
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
 
 
 def _rows_per_group(rows: pd.DataFrame, columns: list[str], metrics: list[str], grouped_aliases: set,
-                    level: float, tag: str):
+                    level: float, tag: str, ci: CI | None = None):
     """The board's rows (one dict per group, in order of first appearance), pooled values per key and warning
     marks; the per-group statistics of the original per-group loop, computed column-wise (identical numbers: the
     same groupby means per seed and the same reductions over the per-seed means)."""
@@ -271,7 +323,7 @@ def _rows_per_group(rows: pd.DataFrame, columns: list[str], metrics: list[str], 
     for gi, row in enumerate(out):
         for m in metrics:
             pv, bounds, n_rec, n_warn, texts, proto = per_metric[m]
-            mean, std, half, k = _stats_of(pv[bounds[gi]:bounds[gi + 1]], level)
+            mean, std, lo, hi, k = _stats_of(pv[bounds[gi]:bounds[gi + 1]], level, ci)
             marks = []
             for text in sorted(texts[gi]):
                 if (m, text) not in warnings:
@@ -279,8 +331,8 @@ def _rows_per_group(rows: pd.DataFrame, columns: list[str], metrics: list[str], 
                     warnings[(m, text)] = _MARKS[i % len(_MARKS)] * (i // len(_MARKS) + 1)
                 marks.append(warnings[(m, text)])
             p = proto[gi]
-            row.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_{tag}_lo": mean - half,
-                        f"{m}_{tag}_hi": mean + half, f"{m}_n_seeds": k, f"{m}_n_records": int(n_rec[gi]),
+            row.update({f"{m}_mean": mean, f"{m}_std": std, f"{m}_{tag}_lo": lo,
+                        f"{m}_{tag}_hi": hi, f"{m}_n_seeds": k, f"{m}_n_records": int(n_rec[gi]),
                         f"{m}_n_warn": int(n_warn[gi]), f"_{m}_marks": "".join(marks),
                         f"_{m}_mixed": any(len(v) > 1 for v in p.values()),
                         f"_{m}_proto": " · ".join(f"{k} {'|'.join(v)}" for k, v in p.items() if k in _RANK_PROTOCOL)})
@@ -308,8 +360,21 @@ def _rows_per_group(rows: pd.DataFrame, columns: list[str], metrics: list[str], 
 
 
 
+class UnknownMetricError(KeyError):
+    """A requested metric has no records in the store; ``available`` lists the metric names that do (feature
+    metrics and ``<downstream metric>@<trained on>``)."""
+
+    def __init__(self, missing: list[str], available: list[str]):
+        self.missing, self.available = list(missing), list(available)
+        super().__init__(f"no records of metric(s) {self.missing} in the results store; available: {self.available}")
+
+    def __str__(self) -> str:  # KeyError's str() would quote the message
+        return str(self.args[0])
+
+
 def leaderboard(records: list[dict] | pd.DataFrame, metric: str | list[str], group_by: list[str] | None = None,
-                include_failed: bool = False, where: dict | None = None, ci: float = 0.95) -> pd.DataFrame:
+                include_failed: bool = False, where: dict | None = None, ci: float = 0.95, ci_method: str = "t",
+                n_boot: int = 2000, boot_seed: int = 0) -> pd.DataFrame:
     """One row per group, columns ``<metric>_mean/_std/_ciNN_lo/_ciNN_hi/_n_seeds/_n_records/_n_warn`` per metric
     and ``n_collapsed``; ranked by the first metric in its direction. Grouping, pooled keys, filters, protocol and
     footnotes are in ``board.attrs``.
@@ -317,16 +382,19 @@ def leaderboard(records: list[dict] | pd.DataFrame, metric: str | list[str], gro
     group_by: None = every differing non-volatile config key (plus dataset and GAN name); else the given keys
     (config keys like ``gan.name`` or run-level columns like ``dataset``). where: ``{key: value or [values]}`` on
     config keys or run-level columns (nested dicts are flattened to dotted keys). ``records`` may also be a table
-    as ``metric_table`` (or ``store_index.metric_table_from_store``) returns it.
+    as ``metric_table`` (or ``store_index.metric_table_from_store``) returns it. ci_method: ``t`` (Student-t) or
+    ``bootstrap`` (percentile bootstrap over the per-seed values, ``n_boot`` resamples, rng seeded by
+    ``boot_seed``).
     """
     metrics = [metric] if isinstance(metric, str) else list(metric)
     if not metrics:
         raise ValueError("no metric requested")
+    interval = CI(str(ci_method), int(n_boot), int(boot_seed))
     table = records if isinstance(records, pd.DataFrame) else metric_table(records)
     available = sorted(set(table["metric"].dropna().unique())) if "metric" in table else []
     missing = [m for m in metrics if m not in available]
     if missing:
-        raise KeyError(f"no records of metric(s) {missing} in the results store; available: {available}")
+        raise UnknownMetricError(missing, available)
     filters = _flat_filters(where)
     rows = _apply_filters(table[table["metric"].isin(metrics)], filters, include_failed)
     if rows.empty:
@@ -347,7 +415,7 @@ def leaderboard(records: list[dict] | pd.DataFrame, metric: str | list[str], gro
     hib = rows["higher_is_better"] if "higher_is_better" in rows else pd.Series(np.nan, index=rows.index)
     higher = {m: bool(hib[rows["metric"] == m].dropna().iloc[0]) if hib[rows["metric"] == m].notna().any() else False
               for m in metrics}
-    out, pooled_all, warnings = _rows_per_group(rows, columns, metrics, grouped_aliases, level, tag)
+    out, pooled_all, warnings = _rows_per_group(rows, columns, metrics, grouped_aliases, level, tag, interval)
     board = pd.DataFrame(out)
     first = metrics[0]
     # Rank only comparable rows: one ranking per dataset and measurement protocol of the first metric.
@@ -363,7 +431,9 @@ def leaderboard(records: list[dict] | pd.DataFrame, metric: str | list[str], gro
     if not board["pooled"].astype(bool).any():
         board = board.drop(columns="pooled")
     board.attrs.update(
-        metrics=metrics, metric=first, higher_is_better=higher, ci=level,
+        metrics=metrics, metric=first, higher_is_better=higher, ci=level, ci_method=interval.method,
+        ci_text=interval.describe(level), **({"n_boot": interval.n_boot, "boot_seed": interval.seed}
+                                             if interval.method == "bootstrap" else {}),
         grouping="explicit" if group_by is not None else "automatic",
         group_by=[c.removeprefix("cfg.") for c in columns],
         pooled={k: sorted(v) for k, v in pooled_all.items()}, filters=filters, include_failed=include_failed,
@@ -381,7 +451,8 @@ def fmt(x, sig: int = 4) -> str:
     return np.format_float_positional(float(x), precision=sig, unique=False, fractional=False, trim="-")
 
 
-def to_markdown(board: pd.DataFrame) -> str:
+def _shown(board: pd.DataFrame) -> pd.DataFrame:
+    """The table as displayed (Markdown, LaTeX, HTML): mean ± std with warning marks, CI, n, collapsed, pooled."""
     a = board.attrs
     metrics, tag = a["metrics"], _ci_tag(a["ci"])
     shown = board[["rank", *[c for c in a["group_by"] if c in board]]].copy()
@@ -403,11 +474,27 @@ def to_markdown(board: pd.DataFrame) -> str:
     shown["collapsed"] = [f"✗ {c} of {n}" if c else "-" for c, n in zip(board["n_collapsed"], board["n_seeds_total"])]
     if "pooled" in board:
         shown["pooled"] = board["pooled"].values
+    return shown
+
+
+def _ci_text(a: dict) -> str:
+    return a.get("ci_text") or CI().describe(a["ci"])
+
+
+def _title(board: pd.DataFrame) -> str:
+    a = board.attrs
+    metrics = a["metrics"]
     names = ", ".join(f"`{m}`" for m in metrics)
     direction = "higher" if a["higher_is_better"][metrics[0]] else "lower"
-    title = (f"### Leaderboard: {names} (ranked by `{metrics[0]}`, {direction} is better; mean ± std over seeds, "
-             f"Student-t {round(a['ci'] * 100):g}% CI, n = distinct seeds)")
-    lines = [title, ""]
+    return (f"Leaderboard: {names} (ranked by `{metrics[0]}`, {direction} is better; mean ± std over seeds, "
+            f"{_ci_text(a)}, n = distinct seeds)")
+
+
+def _header_lines(board: pd.DataFrame) -> list[str]:
+    """Grouping, pooled keys, separate rankings, filters and each metric's protocol (Markdown inline markup)."""
+    a = board.attrs
+    metrics = a["metrics"]
+    lines = []
     if a["grouping"] == "automatic":
         lines.append("Grouping: automatic — rows differ in " + (", ".join(f"`{k}`" for k in a["group_by"]))
                      + "; only seeds are averaged.")
@@ -426,7 +513,14 @@ def to_markdown(board: pd.DataFrame) -> str:
         proto = a["protocol"][m]
         if proto:
             lines.append(f"Protocol `{m}`: " + " · ".join(f"{k} {' | '.join(v)}" for k, v in proto.items()))
-    lines += ["", shown.to_markdown(index=False), ""]
+    return lines
+
+
+def _footnotes(board: pd.DataFrame) -> list[str]:
+    """The marks explained: † (warnings quoted), ‖ (mixed protocols), ✗ (collapsed seeds)."""
+    a = board.attrs
+    metrics = a["metrics"]
+    lines = []
     for w in a["warnings"]:
         n = int(sum(board[f"{w['metric']}_n_warn"]))
         lines.append(f"{w['mark']} `{w['metric']}` ({n} record(s) warn): {w['warning']}")
@@ -437,7 +531,92 @@ def to_markdown(board: pd.DataFrame) -> str:
     if board["n_collapsed"].any():
         lines.append("✗ collapsed generator (seeds flagged by metrics.collapse.detect_collapse)"
                      + (": " + "; ".join(reasons[:5]) if reasons else ""))
+    return lines
+
+
+def _plain(line: str) -> str:
+    """Markdown inline markup removed (for LaTeX and HTML, which mark up on their own)."""
+    return line.replace("**", "").replace("`", "").replace("*ranked within*", "ranked within")
+
+
+def to_markdown(board: pd.DataFrame) -> str:
+    lines = [f"### {_title(board)}", "", *_header_lines(board)]
+    lines += ["", _shown(board).to_markdown(index=False), ""]
+    lines += _footnotes(board)
     return "\n".join(lines).rstrip() + "\n"
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "<": r"\textless{}",
+          ">": r"\textgreater{}", "±": r"$\pm$", "†": r"\dag{}", "‡": r"\ddag{}", "§": r"\S{}", "¶": r"\P{}",
+          "✗": r"$\times$", "‖": r"$\|$", "↑": r"$\uparrow$", "↓": r"$\downarrow$", "–": "--", "—": "---",
+          "∈": r"$\in$", "·": r"$\cdot$", "≤": r"$\leq$", "≥": r"$\geq$"}
+
+
+_LATEX_NUMERIC = re.compile(r"^(\[?-?(\d|\.\d)|–$)")
+
+
+def latex_escape(text) -> str:
+    """Text for LaTeX: special characters escaped, the marks and symbols of the tables as LaTeX commands (so the
+    file compiles with pdflatex and booktabs alone)."""
+    return "".join(_LATEX.get(ch, ch) for ch in str(text))
+
+
+def to_latex(board: pd.DataFrame) -> str:
+    """A booktabs table (``pandas Styler.to_latex(hrules=True)``): the header (ranking, CI method, grouping,
+    filters, protocol) as the caption and as ``%`` comment lines, the marks' footnotes under the tabular."""
+    shown = _shown(board)
+    shown = shown.astype(object).where(shown.notna(), "–")
+    cells = shown.map(latex_escape)
+    cells.columns = [latex_escape(c) for c in shown.columns]
+    header = [_plain(_title(board)), *(_plain(line) for line in _header_lines(board))]
+    caption = " ".join(latex_escape(h if h.endswith(".") else h + ".") for h in header)
+    numeric = "".join("r" if shown[c].map(lambda v: bool(_LATEX_NUMERIC.match(str(v)))).all() else "l"
+                      for c in shown.columns)  # numbers, "mean ± std", "[lo, hi]" and "–" right-aligned
+    body = cells.style.hide(axis="index").to_latex(hrules=True, caption=caption, position_float="centering",
+                                                   environment="table", label="tab:leaderboard",
+                                                   column_format=numeric)
+    notes = _footnotes(board)
+    if notes:
+        foot = "\\par\\smallskip\n{\\footnotesize\n" + "\\\\\n".join(latex_escape(_plain(n)) for n in notes) + "\n}\n"
+        body = body.replace("\\end{table}", foot + "\\end{table}")
+    comments = "".join(f"% {h}\n" for h in header)
+    return f"% medsynbench leaderboard (needs \\usepackage{{booktabs}})\n{comments}{body}"
+
+
+def to_html(board: pd.DataFrame, out_path: str | Path, name: str = "leaderboard") -> Path:
+    """One self-contained HTML page (benchmark/report_html.py): the table sortable, the CI method, grouping and
+    filters in the page's protocol block, each metric's protocol under the caption and in the cells' tooltips,
+    pooled keys and separate rankings as notes, the marks' footnotes under the table."""
+    from medsynbench.benchmark.report_html import render_html
+    from medsynbench.benchmark.report_types import ReportSection, ReportTable
+
+    a = board.attrs
+    lines = [_plain(line) for line in _header_lines(board)]
+    first = a["metrics"][0]
+    report_protocol = {"ranked by": f"{first} ({'higher' if a['higher_is_better'][first] else 'lower'} is better)",
+                       "statistics": f"mean ± std over distinct seeds, {_ci_text(a)}",
+                       "grouping": next(line for line in lines if line.startswith("Grouping")).removeprefix(
+                           "Grouping: ")}
+    if a["filters"]:
+        report_protocol["filters"] = ", ".join(f"{k}={v}" for k, v in a["filters"].items())
+    if a.get("include_failed"):
+        report_protocol["include_failed"] = "true (diverged/failed runs included)"
+    by_text: dict[str, list[str]] = {}  # metrics measured the same way share one entry
+    for m in a["metrics"]:
+        text = " · ".join(f"{k} {' | '.join(v)}" for k, v in a["protocol"][m].items())
+        if text:
+            by_text.setdefault(text, []).append(m)
+    table_protocol = {", ".join(ms): text for text, ms in by_text.items()}
+    notes = [line for line in lines if not line.startswith(("Grouping", "Filters", "Protocol"))]
+    if a["pooled"]:
+        notes.append("Pooled keys (differ within a row, averaged as if seeds): " + "; ".join(
+            f"{k} ∈ {{{', '.join(v)}}}" for k, v in a["pooled"].items()))
+    section = ReportSection(key=name, title="Leaderboard: " + ", ".join(a["metrics"]), notes=notes, tables=[
+        ReportTable(name=name, frame=_shown(board), caption=_plain(_title(board)), protocol=table_protocol,
+                    notes=[_plain(n) for n in _footnotes(board)])])
+    return render_html("medsynbench leaderboard: " + ", ".join(a["metrics"]), [section], Path(out_path),
+                       protocol=report_protocol)
 
 
 def _public(board: pd.DataFrame) -> pd.DataFrame:
@@ -445,12 +624,40 @@ def _public(board: pd.DataFrame) -> pd.DataFrame:
 
 
 def output_stem(metrics: list[str], group_by: list[str] | None, where: dict | None, include_failed: bool,
-                ci: float) -> str:
-    """Readable prefix (the metric names) + a hash of everything that changes the table."""
-    spec = json.dumps({"metrics": metrics, "group_by": group_by, "where": _flat_filters(where),
-                       "include_failed": include_failed, "ci": ci}, sort_keys=True, default=str)
+                ci: float, ci_method: str = "t", n_boot: int = 2000, boot_seed: int = 0) -> str:
+    """Readable prefix (the metric names) + a hash of everything that changes the table (the bootstrap settings
+    only with ``ci_method=bootstrap``, so a Student-t table keeps its name)."""
+    spec = {"metrics": metrics, "group_by": group_by, "where": _flat_filters(where),
+            "include_failed": include_failed, "ci": ci}
+    if ci_method != "t":
+        spec.update(ci_method=ci_method, n_boot=int(n_boot), boot_seed=int(boot_seed))
+    spec = json.dumps(spec, sort_keys=True, default=str)
     safe = "+".join(m.replace("@", "_at_").replace("/", "_").replace("+", "_plus_") for m in metrics)[:100]
     return f"{safe}-{hashlib.sha256(spec.encode()).hexdigest()[:8]}"
+
+
+def metrics_message(store_dir: str | Path, missing: list[str] | None = None,
+                    available: list[str] | None = None) -> str:
+    """What to say when ``metric`` is not given (``missing`` None) or names metrics the store lacks: the store's
+    metric names, feature metrics and downstream scores (``<metric>@<trained on>``) apart."""
+    from medsynbench.benchmark.store_index import available_metrics
+
+    store = Path(store_dir)
+    if available is None:
+        has_records = (store / "records").is_dir() and any((store / "records").glob("*.json"))
+        available = available_metrics(store) if has_records else []
+    head = ("no metric given: set metric=<name> or metric=[<name>,<name>,...]" if missing is None else
+            f"no records of metric(s) {', '.join(missing)} in the results store")
+    if not available:
+        return f"{head}; the results store {store} has no metric records (train and evaluate runs first)"
+    feature = [m for m in available if "@" not in m]
+    downstream = [m for m in available if "@" in m]
+    lines = [f"{head}. Metrics in the results store {store}:"]
+    if feature:
+        lines.append(f"  metrics: {', '.join(feature)}")
+    if downstream:
+        lines.append(f"  downstream scores (<metric>@<trained on>): {', '.join(downstream)}")
+    return "\n".join(lines)
 
 
 def _store_table(store_dir: str | Path, metrics: list[str]) -> pd.DataFrame:
@@ -462,25 +669,31 @@ def _store_table(store_dir: str | Path, metrics: list[str]) -> pd.DataFrame:
     found = set(table["metric"].dropna()) if "metric" in table else set()
     missing = [m for m in metrics if m not in found]
     if missing:  # the error names every metric of the store, as leaderboard() does on the whole table
-        raise KeyError(f"no records of metric(s) {missing} in the results store; available: "
-                       f"{available_metrics(store_dir)}")
+        raise UnknownMetricError(missing, available_metrics(store_dir))
     return table
 
 
 def write_leaderboard(store_dir: str | Path, out_dir: str | Path, metric: str | list[str],
                       group_by: list[str] | None = None, include_failed: bool = False, where: dict | None = None,
-                      ci: float = 0.95) -> tuple[pd.DataFrame, str, Path]:
-    """Write ``<stem>.md``, ``<stem>.csv`` (full precision) and ``<stem>.json`` (grouping, pooled keys, filters,
-    protocol, footnotes); returns (board, Markdown text, Markdown path)."""
+                      ci: float = 0.95, ci_method: str = "t", n_boot: int = 2000,
+                      boot_seed: int = 0) -> tuple[pd.DataFrame, str, Path]:
+    """Write ``<stem>.md``, ``<stem>.csv`` (full precision), ``<stem>.tex`` (booktabs), ``<stem>.html`` (one
+    self-contained page, sortable) and ``<stem>.json`` (grouping, pooled keys, filters, CI method, protocol,
+    footnotes); returns (board, Markdown text, Markdown path)."""
     metrics = [metric] if isinstance(metric, str) else list(metric)
     group_by = None if group_by is None else list(group_by)
-    board = leaderboard(_store_table(store_dir, metrics), metrics, group_by, include_failed, where, ci)
+    CI(str(ci_method), int(n_boot), int(boot_seed))  # a wrong method fails before the store is read
+    board = leaderboard(_store_table(store_dir, metrics), metrics, group_by, include_failed, where, ci,
+                        ci_method, n_boot, boot_seed)
     text = to_markdown(board)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / output_stem(metrics, group_by, where, include_failed, ci)
+    stem = out_dir / output_stem(metrics, group_by, where, include_failed, ci, ci_method, n_boot, boot_seed)
     _public(board).to_csv(stem.with_suffix(".csv"), index=False)
     stem.with_suffix(".md").write_text(text)
-    stem.with_suffix(".json").write_text(json.dumps({**board.attrs, "files": {
-        "markdown": stem.with_suffix(".md").name, "csv": stem.with_suffix(".csv").name}}, indent=2, default=str))
+    stem.with_suffix(".tex").write_text(to_latex(board))
+    to_html(board, stem.with_suffix(".html"), name=stem.name)
+    files = {kind: stem.with_suffix(ext).name for kind, ext in
+             (("markdown", ".md"), ("csv", ".csv"), ("latex", ".tex"), ("html", ".html"))}
+    stem.with_suffix(".json").write_text(json.dumps({**board.attrs, "files": files}, indent=2, default=str))
     return board, text, stem.with_suffix(".md")

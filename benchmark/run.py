@@ -68,11 +68,21 @@ def training_id(cfg: DictConfig, data_meta: dict) -> str:
 
 
 def evaluation_id(cfg: DictConfig, step: int | None = None) -> str:
-    """Hash of the evaluation settings and the checkpoint step evaluated (default: the last training step)."""
+    """Hash of the evaluation settings and the checkpoint step evaluated (default: the last training step).
+
+    ``downstream: auto`` counts as the option it stands for (the same id as choosing that option). Where a sample
+    count follows a rule (``n_samples: null``; the downstream tasks' synthetic sets) the rule is part of the id."""
+    from medsynbench.benchmark.defaults import DOWNSTREAM_SIZING_RULE, N_SAMPLES_RULE, resolve_run_config
+
     if not cfg.get("evaluate", True):
         return NO_EVALUATION
+    cfg = resolve_run_config(cfg)
     flat = flatten_config(cfg)
     kept = {k: v for k, v in flat.items() if _matches(k, EVALUATION_KEYS) and not _matches(k, ("evaluate_step",))}
+    if cfg.get("n_samples") is None:
+        kept["n_samples_rule"] = N_SAMPLES_RULE
+    if (cfg.get("downstream") or {}).get("task", "none") != "none":
+        kept["downstream_sizing_rule"] = DOWNSTREAM_SIZING_RULE
     kept["checkpoint_step"] = int(step if step is not None else evaluated_step(cfg))
     return f"e{stable_hash(kept)}"
 
@@ -88,11 +98,24 @@ def config_only_id(cfg: DictConfig) -> str:
     return f"{prefix}-nodata{stable_hash(kept)}"
 
 
-def _attach_file_log(run_dir: Path) -> logging.Handler:
+def _attach_file_log(run_dir: Path) -> tuple[logging.Handler, int]:
+    """``train.log``: every record of the root logger, and this package's progress (INFO) even where the root logger
+    is quieter (outside Hydra). Returns the handler and the package logger's level before, for :func:`_detach`."""
     handler = logging.FileHandler(run_dir / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
-    return handler
+    package = logging.getLogger("medsynbench")
+    level = package.level
+    if package.getEffectiveLevel() > logging.INFO:
+        package.setLevel(logging.INFO)
+    return handler, level
+
+
+def _detach_file_log(attached: tuple[logging.Handler, int]) -> None:
+    handler, level = attached
+    logging.getLogger().removeHandler(handler)
+    handler.close()
+    logging.getLogger("medsynbench").setLevel(level)
 
 
 def base_record(cfg: DictConfig, tid: str, eid: str, run_dir: Path | None) -> dict:
@@ -140,11 +163,37 @@ def job_threads(cfg: DictConfig) -> int | None:
     return None
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) ended a run; ``str()`` is the one-line message for the user (what was saved, how to resume)."""
+
+
 def execute_run(cfg: DictConfig, raise_on_failure: bool = True) -> dict:
-    from medsynbench.benchmark.data import load_dataset
+    """Train, evaluate and record one run (see the module's docstring). Ctrl-C raises :class:`RunInterrupted`
+    (after training saved a resumable checkpoint); nothing is recorded then, as after a kill."""
+    from medsynbench.benchmark.defaults import resolve_run_config
+
     from medsynbench.benchmark.validate import validate_run_config
 
     validate_run_config(cfg)  # a misspelt key in any group stops here, before data, training or any record
+    cfg = resolve_run_config(cfg)  # downstream=auto -> the option that fits dataset.task (what is recorded)
+    try:
+        return _execute(cfg, raise_on_failure)
+    except RunInterrupted:
+        raise
+    except KeyboardInterrupt as err:
+        from medsynbench.benchmark.train_loop import TrainingInterrupted
+
+        if isinstance(err, TrainingInterrupted):  # "interrupted at step N; checkpoint saved to ...; relaunch ..."
+            raise RunInterrupted(str(err)) from None
+        # outside the training loop (loading, set-up, evaluation): nothing is half-written, nothing recorded
+        raise RunInterrupted("interrupted before the run was recorded; relaunch the same command to resume (saved "
+                             "checkpoints and a finished training are kept)") from None
+
+
+def _execute(cfg: DictConfig, raise_on_failure: bool) -> dict:
+    from medsynbench.benchmark.data import load_dataset
+    from medsynbench.benchmark.defaults import check_data_fits
+
     t_start = time.perf_counter()
     threads = job_threads(cfg)
     if threads:
@@ -159,14 +208,16 @@ def execute_run(cfg: DictConfig, raise_on_failure: bool = True) -> dict:
         t0 = time.perf_counter()
         bundle = load_dataset(cfg.dataset, cfg.data)
         data_s = time.perf_counter() - t0
+        check_data_fits(cfg, bundle)  # a conditional GAN without labels, a downstream task without its targets
     except Exception as err:  # nothing trained: the failure is recorded under the config-only id
         cid = config_only_id(cfg)
-        log.error("run failed before training (%s): %s", cid, err)
+        _log_failure(raise_on_failure, "run failed before training (%s): %s", cid, err)
         # Failed before too (the data is loaded again on every launch: data that is back, or a fixed root, gets its
         # real training id and runs): keep that record unless retry_failed=true asks to record the new attempt.
         before = read_record(cfg.paths.store_dir, cid, eid)
         if before is not None and before.get("status") == "failed" and not cfg.get("retry_failed", False):
-            _skip_failed(cid, eid, before)
+            if not raise_on_failure:  # (a single run raises the new error: its report says the same)
+                _skip_failed(cid, eid, before)
             if raise_on_failure:
                 raise
             return before
@@ -206,9 +257,9 @@ def _execute_locked(cfg, bundle, tid: str, eid: str, run_dir: Path, device, data
         log.info("run %s, evaluation %s: already recorded (%s); nothing to do", tid, eid, record_id(tid, eid))
         return done
     if done is not None and done.get("status") == "failed" and not cfg.get("retry_failed", False):
-        msg = _skip_failed(tid, eid, done)
+        msg = _skip_failed(tid, eid, done, raised=raise_on_failure)
         if raise_on_failure:
-            raise RuntimeError(msg)
+            raise FailedBefore(msg)
         return done
     # While this process works on the run, <run dir>/heartbeat.json says so (host, pid, step) every few seconds, for
     # `medsynbench status` on any node of a shared file system.
@@ -216,13 +267,33 @@ def _execute_locked(cfg, bundle, tid: str, eid: str, run_dir: Path, device, data
         return _train_and_record(cfg, bundle, tid, eid, run_dir, device, data_s, t_start, raise_on_failure)
 
 
-def _skip_failed(tid: str, eid: str, record: dict) -> str:
-    """A run recorded as failed is not retried by a relaunch unless retry_failed=true; say so (log and stdout)."""
+class FailedBefore(RuntimeError):
+    """A single run's relaunch found the run recorded as failed (and retry_failed is not set)."""
+
+
+def _skip_failed(tid: str, eid: str, record: dict, raised: bool = False) -> str:
+    """A run recorded as failed is not retried by a relaunch unless retry_failed=true; say so (log and stdout, or,
+    when the caller raises it as FailedBefore, the log files: the CLI prints the raised error)."""
     msg = (f"run {tid}, evaluation {eid}: failed before: {record.get('error', 'unknown error')}; "
            "relaunch with retry_failed=true to retry")
+    if raised:
+        _log_failure(True, "%s", msg, level=logging.WARNING)
+        return msg
     log.warning("%s", msg)
     print(f"[medsynbench] {msg}")
     return msg
+
+
+def _log_failure(raised: bool, msg: str, *args, level: int = logging.ERROR) -> None:
+    """Log a run's failure. One that is re-raised (a single run) goes to the log files only: the CLI reports the
+    raised error once on stderr, and the console would show it twice. In a multirun it goes to the console too."""
+    if not raised:
+        log.log(level, msg, *args)
+        return
+    record = log.makeRecord(log.name, level, __file__, 0, msg, args, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler) and level >= handler.level:
+            handler.handle(record)
 
 
 def _train_and_record(cfg, bundle, tid: str, eid: str, run_dir: Path, device, data_s: float, t_start: float,
@@ -232,7 +303,7 @@ def _train_and_record(cfg, bundle, tid: str, eid: str, run_dir: Path, device, da
 
     eval_dir = run_dir / "evaluations" / eid
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    handler = _attach_file_log(run_dir)
+    attached = _attach_file_log(run_dir)
     record = base_record(cfg, tid, eid, run_dir)
     record.update(device=str(device), data=bundle.meta)
     record["timings"]["data_s"] = data_s
@@ -269,7 +340,7 @@ def _train_and_record(cfg, bundle, tid: str, eid: str, run_dir: Path, device, da
     except StopRequested:  # a simulated kill (train.stop_after): nothing is recorded, as after a real one
         raise
     except Exception as err:  # recorded, then re-raised only outside a multirun
-        log.error("run %s failed: %s", tid, err)
+        _log_failure(raise_on_failure, "run %s failed: %s", tid, err)
         record.update(status="failed", error=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
         record["timings"]["total_s"] = time.perf_counter() - t_start
         _finish(cfg, record, None)
@@ -278,9 +349,40 @@ def _train_and_record(cfg, bundle, tid: str, eid: str, run_dir: Path, device, da
         return record
     else:
         record["timings"]["total_s"] = time.perf_counter() - t_start
+        log.info("timings: %s", timing_summary(record["timings"]))
         return _finish(cfg, record, eval_dir)
     finally:
-        logging.getLogger().removeHandler(handler)
+        _detach_file_log(attached)
+
+
+def timing_summary(timings: dict) -> str:
+    """One line of a record's timings: data, training, sampling, feature extraction, each metric, each downstream
+    scenario, total (seconds)."""
+    order = ("data_s", "train_s", "sample_s", "sample_downstream_s")
+    keys = [k for k in order if k in timings] + [k for k in timings if k not in order and k != "total_s"]
+    keys += ["total_s"] if "total_s" in timings else []
+    return ", ".join(f"{'downstream (all)' if k == 'downstream_s' else k[:-2]} {timings[k]:.1f} s" for k in keys)
+
+
+def summary_lines(record: dict) -> list[str]:
+    """What ``medsynbench train`` prints when a run ends: status and scores, the sample counts used, and every
+    distinct small-sample warning of the metrics."""
+    scores = {m["metric"]: round(m["value"], 5) for m in record.get("metrics", []) if m.get("value") is not None}
+    scores.update({f"{d['metric']}@{d['train_on']}": round(d["value"], 4)
+                   for d in record.get("downstream", []) if not d.get("skipped") and d.get("value") is not None})
+    lines = [f"[medsynbench] {record['run_id']}: {record['status']} {json.dumps(scores)}"]
+    counts = record.get("sample_counts")
+    if counts:
+        downstream = ", ".join(f"{k} {v}" for k, v in counts.get("n_synthetic_downstream", {}).items()) or "none"
+        lines.append(f"[medsynbench] sample counts: real test {counts['n_real_test']}, real train "
+                     f"{counts['n_real_train']}; synthetic for metrics {counts['n_synthetic_metrics']}; synthetic for "
+                     f"downstream: {downstream}")
+    warnings: dict[str, list[str]] = {}
+    for m in record.get("metrics", []):
+        if m.get("warning"):
+            warnings.setdefault(m["warning"], []).append(m["metric"])
+    lines += [f"[medsynbench] warning ({', '.join(names)}): {text}" for text, names in warnings.items()]
+    return lines
 
 
 def _load_generator(run_dir: Path, step: int, device):

@@ -23,7 +23,7 @@ from medsynbench.benchmark.utils import atomic_write_json
 SCHEMA_VERSION = 2
 # Config keys that change neither a generator's weights nor any number computed from it: part of no run id and
 # never a reason to keep two leaderboard rows apart (where things live, progress bars, snapshot cadence, device).
-VOLATILE_KEYS = ("paths", "dataset.root", "device", "num_threads", "train.progress", "train.log_every",
+VOLATILE_KEYS = ("paths", "dataset.root", "device", "num_threads", "progress", "train.progress", "train.log_every",
                  "train.stop_after", "train.sample_every", "train.sample_grid", "train.checkpoint_every",
                  "train.keep_checkpoints", "downstream.progress",
                  "objective",  # what a sweeper optimises (benchmark/objective.py): read from the record, never in an id

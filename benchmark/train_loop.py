@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import signal
+import threading
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,6 +39,45 @@ class Diverged(RuntimeError):
 
 class StopRequested(RuntimeError):
     """``train.stop_after`` was reached: the run stops as if it had been killed (used to test resume)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training: the step under way was finished and a resumable checkpoint written; ``str()``
+    is the one-line message for the user."""
+
+    def __init__(self, step: int, checkpoint: Path | None):
+        self.step, self.checkpoint = step, checkpoint
+        where = f"checkpoint saved to {checkpoint}" if checkpoint else "no checkpoint (no step was finished)"
+        super().__init__(f"interrupted at step {step}; {where}; relaunch the same command to resume")
+
+
+class _SigintFlag:
+    """While training, the first Ctrl-C (SIGINT) only sets a flag that the loop reads after each finished step (so
+    that the checkpoint holds a consistent state); a second one interrupts at once. A no-op outside the main thread,
+    where signal handlers cannot be set."""
+
+    def __init__(self):
+        self.raised = False
+        self._installed = False
+        self._before = None
+
+    def _handle(self, signum, frame):
+        self.raised = True
+        signal.signal(signal.SIGINT, self._before or signal.default_int_handler)  # a second Ctrl-C: stop at once
+        log.warning("Ctrl-C: finishing the current step and saving a checkpoint (Ctrl-C again to stop at once)")
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._before = signal.getsignal(signal.SIGINT)
+            signal.signal(signal.SIGINT, self._handle)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc):
+        if self._installed:
+            signal.signal(signal.SIGINT, self._before or signal.default_int_handler)
+            self._installed = False
+        return False
 
 
 @dataclass
@@ -175,18 +216,35 @@ def train(cfg, bundle: DatasetBundle, run_dir: Path, device: torch.device) -> Tr
         log.warning("%s", msg)
         warnings.warn(msg, CheckpointWarning, stacklevel=2)
 
+    # --- the loop ----------------------------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    bar = tqdm(range(start_step, tcfg.steps), initial=start_step, total=tcfg.steps, desc=f"train {run_dir.name}",
+               disable=not tcfg.progress, dynamic_ncols=True)
+    # a checkpoint written off the checkpoint_every cadence by an interrupted attempt: dropped at the next regular one
+    off_cadence = (ckpt_path if resumed_from and resumed_from % tcfg.checkpoint_every and resumed_from < tcfg.steps
+                   else None)
+    with _SigintFlag() as sigint:
+        status, losses, step, saved = _loop(cfg, gan, optimizers, amp, bundle, run_dir, device, bar, start_step,
+                                            sigint, off_cadence)
+    bar.close()
+    ckpt_path = saved or ckpt_path
+
+    return TrainResult(gan=gan, steps_done=step if status == "diverged" else tcfg.steps, status=status,
+                       seconds=time.perf_counter() - t0, resumed_from=resumed_from, last_losses=losses,
+                       checkpoint=ckpt_path)
+
+
+def _loop(cfg, gan, optimizers, amp, bundle: DatasetBundle, run_dir: Path, device, bar, start_step: int, sigint,
+          off_cadence: Path | None):
+    """The steps from ``start_step``: returns (status, last losses, last step, last checkpoint written or None)."""
+    tcfg = cfg.train
     images = bundle.train.images
     masks, labels = bundle.train.masks, bundle.train.labels
     n_train = len(bundle.train)
     sample_seed = cfg.seed + 12345
     max_overflow_skips = 100  # 16-mixed: consecutive steps the gradient scaler may skip before "diverged"
     overflow_skips = 0
-
-    # --- the loop ----------------------------------------------------------------------------------------------
-    t0, losses, status = time.perf_counter(), {}, "completed"
-    bar = tqdm(range(start_step, tcfg.steps), initial=start_step, total=tcfg.steps, desc=f"train {run_dir.name}",
-               disable=not tcfg.progress, dynamic_ncols=True)
-    step = start_step
+    losses, status, step, saved = {}, "completed", start_step, None
     for step in bar:
         idx = batch_indices(step, tcfg.batch_size, n_train, cfg.seed)
         batch = {"images": images[idx].to(device, non_blocking=True)}
@@ -217,14 +275,19 @@ def train(cfg, bundle: DatasetBundle, run_dir: Path, device: torch.device) -> Tr
         if done % tcfg.sample_every == 0 or done == tcfg.steps:
             save_sample_grid(gan, run_dir / "samples" / f"step_{done:07d}.png", tcfg.sample_grid, sample_seed, bundle)
         if done % tcfg.checkpoint_every == 0 or done == tcfg.steps:
-            ckpt_path = save_checkpoint(run_dir, gan, optimizers, done, tcfg.keep_checkpoints,
-                                        {"losses": losses, "grad_scaler": amp.state_dict()})
+            saved = save_checkpoint(run_dir, gan, optimizers, done, tcfg.keep_checkpoints,
+                                    {"losses": losses, "grad_scaler": amp.state_dict()})
+            if off_cadence is not None:
+                off_cadence.unlink(missing_ok=True)
+                off_cadence = None
+        elif sigint.raised:  # Ctrl-C: this step is finished; save it so that a relaunch resumes right here
+            saved = save_checkpoint(run_dir, gan, optimizers, done, tcfg.keep_checkpoints,
+                                    {"losses": losses, "grad_scaler": amp.state_dict()})
+        if sigint.raised:
+            bar.close()
+            raise TrainingInterrupted(done, saved)
         if tcfg.stop_after is not None and done >= tcfg.stop_after and done < tcfg.steps:
             raise StopRequested(f"stopped after step {done} (train.stop_after)")
     else:
         step = tcfg.steps
-    bar.close()
-
-    return TrainResult(gan=gan, steps_done=step if status == "diverged" else tcfg.steps, status=status,
-                       seconds=time.perf_counter() - t0, resumed_from=resumed_from, last_losses=losses,
-                       checkpoint=ckpt_path)
+    return status, losses, step, saved

@@ -75,6 +75,10 @@ def set_rng_state(state: dict) -> None:
 
 
 def git_commit() -> str | None:
+    """The repository's commit (``-dirty`` with uncommitted changes); None for an installed package, which must not
+    report the commit of whatever repository its environment happens to sit in."""
+    if not (REPO_ROOT / ".git").exists():
+        return None
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5)
         if out.returncode != 0:

@@ -232,6 +232,7 @@ class _Validator:
         raw = OmegaConf.to_container(self.cfg, resolve=False) if isinstance(self.cfg, DictConfig) else dict(self.cfg)
         raw.pop("hydra", None)
         self.check_dataclass(raw, self.schema, "", "top-level")
+        self.check_values(raw)
         if self.problems:
             n = len(self.problems)
             raise ConfigError(f"invalid configuration ({n} problem{'s' * (n > 1)}; found before loading any data "
@@ -275,6 +276,14 @@ class _Validator:
                 self.check_dataclass(value, hints[key], sub_path, sub_group)
             elif not path and key in self.groups:
                 self.groups[key](value)
+
+    def check_values(self, raw: dict) -> None:
+        """Top-level values that would otherwise fail (or silently mean something else) only after training."""
+        n = raw.get("n_samples")
+        if "n_samples" in raw and n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
+            self.problems.append(
+                f"- [top-level] n_samples={n!r}: must be a positive number of synthetic images, or null (= max(real "
+                f"test images, largest feature dimension + 1))\n    from: {self.origin.where('n_samples', 'top-level')}")
 
     def check_gan(self, gan: Any) -> None:
         import hydra.utils
@@ -337,9 +346,24 @@ class _Validator:
                             scope=f"{kind} metrics")
 
     def check_downstream(self, downstream: Any) -> None:
+        from medsynbench.benchmark.defaults import AUTO_DOWNSTREAM, is_auto, resolved_downstream
         from medsynbench.downstream.config import SETTINGS, parse_settings, settings_class
 
         raw = downstream if isinstance(downstream, dict) else {}
+        node = self.cfg.downstream if isinstance(self.cfg, DictConfig) else downstream
+        option = None
+        if is_auto(raw):  # downstream=auto: check the option it stands for (benchmark/defaults.py)
+            try:
+                node, option = resolved_downstream(self.cfg)
+            except Exception as err:  # noqa: BLE001  (an unresolvable dataset.task or a missing option file)
+                self.problems.append(f"- [downstream] downstream=auto could not be resolved: {err}\n"
+                                     f"    from: {self.origin.where('downstream', 'downstream')}")
+                return
+            raw = OmegaConf.to_container(node, resolve=True)
+        before = len(self.problems)
+        self.check_task_fits(raw, option, AUTO_DOWNSTREAM)
+        if len(self.problems) > before:
+            return
         try:
             cls = settings_class(raw)
         except ValueError:
@@ -350,6 +374,28 @@ class _Validator:
         self.check_keys(raw, [f.name for f in dataclasses.fields(cls)], "downstream", "downstream")
         if len(self.problems) == before:
             try:
-                parse_settings(self.cfg.downstream)
+                parse_settings(node)
             except ValueError as err:
                 self.problems.append(f"- [downstream] {err}\n    from: {self.origin.where('downstream', 'downstream')}")
+
+    def check_task_fits(self, raw: dict, option: str | None, auto: dict) -> None:
+        """A downstream task that cannot run on the dataset's kind of data is a config error (not a run that
+        "completes" with skipped scores): segmentation needs a segmentation dataset, classification a labelled one."""
+        dataset = self.cfg.get("dataset") if isinstance(self.cfg, DictConfig) else None
+        if dataset is None or not isinstance(raw, dict):
+            return
+        try:
+            data_task = dataset.get("task")
+        except Exception:  # noqa: BLE001  (an unresolvable interpolation: reported elsewhere)
+            return
+        task = raw.get("task")
+        fits = {"segmentation": ("segmentation",), "classification": ("classification", "segmentation")}
+        if task in fits and data_task not in fits[task]:
+            choice = option or self.origin.choices.get("downstream")
+            chosen = f"downstream={choice}" if choice else f"downstream task {task!r}"
+            fitting = {v: k for k, v in auto.items()}
+            suggest = next((f"downstream={o}" for o, t in fitting.items() if t == data_task), "downstream=none")
+            self.problems.append(
+                f"- [downstream] {chosen} (task {task}) does not fit dataset '{dataset.get('name')}' "
+                f"(dataset.task={data_task}): use downstream=auto (the default: the task that fits dataset.task) or "
+                f"{suggest}\n    from: {self.origin.where('downstream.task', 'downstream')}")

@@ -11,7 +11,38 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-TRAIN_ON = ("real", "synthetic", "real+synthetic")
+# Training-data scenarios; real_augmented = the real training split with classic augmentation (downstream/augment.py)
+TRAIN_ON = ("real", "synthetic", "real+synthetic", "real_augmented")
+DEFAULT_TRAIN_ON = ("real", "synthetic", "real+synthetic")  # train_on: null
+
+
+@dataclass
+class AugmentSettings:
+    """``downstream.augment``: the classic augmentation of the ``real_augmented`` scenario (per image, online)."""
+
+    hflip: float = 0.5                      # probability of a horizontal flip
+    vflip: float = 0.5                      # probability of a vertical flip
+    degrees: float = 15.0                   # random rotation in [-degrees, degrees]
+    translate: float = 0.05                 # random shift, fraction of the image size (each axis)
+    scale: list[float] = field(default_factory=lambda: [0.9, 1.1])  # random zoom range [low, high]
+    brightness: float = 0.1                 # ColorJitter brightness factor range [1 - b, 1 + b] (image only)
+    contrast: float = 0.1                   # ColorJitter contrast factor range [1 - c, 1 + c] (image only)
+
+    def __post_init__(self):
+        self.scale = list(self.scale)
+        problems = []
+        for key in ("hflip", "vflip"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                problems.append(f"downstream.augment.{key}={getattr(self, key)} must be a probability in [0, 1]")
+        for key in ("degrees", "brightness", "contrast"):
+            if getattr(self, key) < 0:
+                problems.append(f"downstream.augment.{key}={getattr(self, key)} must be >= 0")
+        if not 0.0 <= self.translate < 1.0:
+            problems.append(f"downstream.augment.translate={self.translate} must be in [0, 1)")
+        if len(self.scale) != 2 or not 0 < self.scale[0] <= self.scale[1]:
+            problems.append(f"downstream.augment.scale={self.scale} must be [low, high] with 0 < low <= high")
+        if problems:
+            raise ValueError("; ".join(problems))
 
 
 @dataclass
@@ -32,6 +63,7 @@ class TrainSettings:
     mix_ratio: float = 1.0                # real+synthetic: synthetic images added per real image
     mix_n: Optional[int] = None           # real+synthetic: absolute number of synthetic images (overrides mix_ratio)
     train_on: Optional[list[str]] = None  # null = the caller's choice (default: real, synthetic, real+synthetic)
+    augment: AugmentSettings = field(default_factory=AugmentSettings)  # the real_augmented scenario's augmentation
     progress: bool = True                 # tqdm bar while training
 
     def total_steps(self, n_train: int) -> tuple[int, Optional[int]]:
@@ -91,6 +123,15 @@ def parse_settings(task_cfg) -> TrainSettings:
     unknown = sorted(set(raw) - valid)
     if unknown:
         raise ValueError(f"downstream ({task}): unknown key(s) {unknown}; valid keys are {sorted(valid)}")
+    if isinstance(raw.get("augment"), dict):
+        aug_valid = {f.name for f in dataclasses.fields(AugmentSettings)}
+        aug_unknown = sorted(set(raw["augment"]) - aug_valid)
+        if aug_unknown:
+            raise ValueError(f"downstream.augment ({task}): unknown key(s) {aug_unknown}; valid keys are "
+                             f"{sorted(aug_valid)}")
+        raw["augment"] = AugmentSettings(**raw["augment"])
+    elif raw.get("augment", None) is None:
+        raw.pop("augment", None)
     settings = cls(**raw)
     _check(settings)
     return settings

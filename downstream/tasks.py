@@ -40,6 +40,8 @@ class Task:
         if self.dense:
             per_class = segmentation.dice_per_class(logits.argmax(1), targets, n_out, s.dice_aggregation)
             out = [(f"dice_{tag}", float(torch.nanmean(per_class)))]
+            if len(per_class) == 1:  # binary: the one foreground class's Dice is dice_<tag> itself
+                return out
             return out + [(f"dice_{tag}_class{k + 1}", float(v)) for k, v in enumerate(per_class)]
         scores = classification.classification_scores(logits.softmax(1), targets, n_out)
         return [(f"{key}_{tag}", value) for key, value in scores.items()]

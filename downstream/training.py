@@ -47,8 +47,12 @@ def forward(model: torch.nn.Module, x: torch.Tensor, multiple: int = 1) -> torch
 
 
 def fit(model: torch.nn.Module, loss_fn: Callable, images: torch.Tensor, targets: torch.Tensor, s: TrainSettings,
-        steps: int, seed: int, device: str, dense_targets: bool, multiple: int = 1, desc: str = "downstream") -> float:
-    """Train in place for ``steps`` steps; returns the mean loss of the last 10% of steps (for the log)."""
+        steps: int, seed: int, device: str, dense_targets: bool, multiple: int = 1, desc: str = "downstream",
+        augment: Callable | None = None) -> float:
+    """Train in place for ``steps`` steps; returns the mean loss of the last 10% of steps (for the log).
+
+    ``augment(images, masks_or_None, generator) -> (images, masks_or_None)`` (downstream/augment.py), when given,
+    replaces the random flips of ``augment_flip``: the real_augmented scenario's per-batch classic augmentation."""
     generator = torch.Generator().manual_seed(seed)
     model.to(device).train()
     optimizer = make_optimizer(s, model.parameters())
@@ -58,7 +62,10 @@ def fit(model: torch.nn.Module, loss_fn: Callable, images: torch.Tensor, targets
     for step in bar:
         idx = next(batches)
         x, y = images[idx], targets[idx]
-        if s.augment_flip:
+        if augment is not None:
+            x, y_dense = augment(x, y if dense_targets else None, generator)
+            y = y_dense if dense_targets else y
+        elif s.augment_flip:
             x, y_dense = random_flips(x, y if dense_targets else None, generator)
             y = y_dense if dense_targets else y
         loss = loss_fn(forward(model, x.to(device), multiple), y.to(device))

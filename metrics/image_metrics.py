@@ -17,8 +17,12 @@ MSSSIM_BETAS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 @register_metric("delentropy", higher_is_better=False, kind="image")
 def delentropy_metric(real, fake, delentropy_variant: str = "central_unit_bins", bit_depth: int = 8,
-                      hist_bins: int = 20, **_) -> list[dict]:
-    """Per-image delentropy distributions of real and synthetic sets, compared by Wasserstein-1 and KS."""
+                      hist_bins: int = 20, delentropy_keep_values: int = 2000, **_) -> list[dict]:
+    """Per-image delentropy distributions of real and synthetic sets, compared by Wasserstein-1 and KS.
+
+    The ``delentropy_w1`` record also keeps the per-image values (``real_values`` / ``fake_values``: JSON lists in
+    bits, 4 decimals, the first ``delentropy_keep_values`` images of each set) for reports (violins); the other two
+    records share the summary distributions only, so a record stays small."""
     d_real = np.array([delentropy(im, delentropy_variant) for im in to_gray_integers(real, bit_depth)])
     d_fake = np.array([delentropy(im, delentropy_variant) for im in to_gray_integers(fake, bit_depth)])
     lo, hi = float(min(d_real.min(), d_fake.min())), float(max(d_real.max(), d_fake.max()))
@@ -27,8 +31,13 @@ def delentropy_metric(real, fake, delentropy_variant: str = "central_unit_bins",
               "real_distribution": json.dumps(distribution(d_real, hist_bins, (lo, hi))),
               "fake_distribution": json.dumps(distribution(d_fake, hist_bins, (lo, hi)))}
     ks = stats.ks_2samp(d_real, d_fake)
+    keep = max(int(delentropy_keep_values), 0)
+    values = {"real_values": json.dumps([round(float(v), 4) for v in d_real[:keep]]),
+              "fake_values": json.dumps([round(float(v), 4) for v in d_fake[:keep]]),
+              "values_kept": f"{min(keep, len(d_real))} of {len(d_real)} real, {min(keep, len(d_fake))} of "
+                             f"{len(d_fake)} synthetic"}
     return [
-        {"metric": "delentropy_w1", "value": float(stats.wasserstein_distance(d_real, d_fake)), **common},
+        {"metric": "delentropy_w1", "value": float(stats.wasserstein_distance(d_real, d_fake)), **common, **values},
         {"metric": "delentropy_ks", "value": float(ks.statistic), "pvalue": float(ks.pvalue), **common},
         {"metric": "delentropy_mean_gap", "value": float(abs(d_fake.mean() - d_real.mean())),
          "real_mean": float(d_real.mean()), "fake_mean": float(d_fake.mean()), **common},

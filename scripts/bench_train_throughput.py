@@ -5,6 +5,12 @@ rounds is reported. Target: ratio framework / plain >= 0.9.
 
     .venv/bin/python scripts/bench_train_throughput.py --image-size 64 --batch-size 32 --steps 20 --rounds 5
 Writes results/benchmarks/train_throughput.md and .json.
+
+With ``--per-config``: the cost per training step of every GAN config (conf/gan/*.yaml) at 32 and 64 px, as a
+multiple of DCGAN's, so that slow configurations are visible before a sweep (README, "Cost per training step"):
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/bench_train_throughput.py --per-config --threads 1 --steps 3 --warmup 1
+Writes results/benchmarks/train_step_cost.md and .json.
 """
 from __future__ import annotations
 
@@ -101,8 +107,104 @@ def timed(fn, batches, device) -> float:
     return time.perf_counter() - t0
 
 
+def gan_configs() -> list[str]:
+    return sorted(p.stem for p in (REPO / "conf" / "gan").glob("*.yaml"))
+
+
+def step_cost(name: str, image_size: int, batch_size: int, steps: int, warmup: int, device,
+              budget_s: float = 30.0) -> dict:
+    """Seconds per training step (``gan.train_step`` + ``update_ema``, as the training loop drives it) of the GAN
+    config ``conf/gan/<name>.yaml`` on 3-channel image + binary-mask pairs with 3 classes (the ISIC layout; SPADE is
+    conditioned on the masks, conditional GANs on the labels): the fastest of ``steps`` timed steps after ``warmup``
+    (on a shared machine the minimum is the least disturbed estimate of a step's own cost). A config whose first step
+    alone exceeds ``budget_s`` is reported by that step (``timed_steps: 0``), an upper bound."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(REPO / "conf")):
+        cfg = compose(overrides=[f"+gan={name}"]).gan
+    torch.manual_seed(0)
+    classes = 3
+    gan = hydra.utils.instantiate(cfg, image_size=image_size, image_channels=3, num_mask_classes=2,
+                                  num_classes=classes if cfg.get("conditional", False) else 0,
+                                  _convert_="all").to(device)
+    opts = gan.configure_optimizers(lr_g=2e-4, lr_d=2e-4, betas=(0.5, 0.999))
+    params = sum(p.numel() for p in gan.parameters())
+    batch = {"images": torch.rand(batch_size, 3, image_size, image_size, device=device) * 2 - 1,
+             "masks": (torch.rand(batch_size, image_size, image_size, device=device) > 0.5).long(),
+             "labels": torch.randint(classes, (batch_size,), device=device)}
+
+    def one(step: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        gan.train_step(batch, opts, step)
+        gan.update_ema(0.999)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    first = one(0)
+    times = []
+    if first <= budget_s:
+        for step in range(1, warmup):
+            one(step)
+        start = time.perf_counter()
+        for step in range(warmup, warmup + steps):
+            times.append(one(step))
+            if time.perf_counter() - start > budget_s:
+                break
+    return {"gan": name, "image_size": image_size, "batch_size": batch_size,
+            "s_per_step": min(times) if times else first, "timed_steps": len(times), "step_times": times or [first],
+            "parameters": params}
+
+
+def per_config(args, device) -> dict:
+    """The CPU cost per step of every GAN config at each image size (``--per-config``); writes
+    ``results/benchmarks/train_step_cost.md`` and ``.json``."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    from _bench import uptime, write_outputs
+
+    rows = []
+    for name in args.configs or gan_configs():
+        for size in args.sizes:
+            t0 = time.perf_counter()
+            row = step_cost(name, size, args.batch_size, args.steps, args.warmup, device, args.budget)
+            rows.append(row)
+            print(f"{name:16s} {size:3d} px  {row['s_per_step'] * 1000:9.1f} ms/step  "
+                  f"({time.perf_counter() - t0:.1f} s)", flush=True)
+    base = {r["image_size"]: r["s_per_step"] for r in rows if r["gan"] == "dcgan"}
+    for r in rows:
+        r["x_dcgan"] = r["s_per_step"] / base[r["image_size"]] if r["image_size"] in base else None
+    setting = (f"batch {args.batch_size}, 3-channel images + binary masks (3 classes for conditional GANs), "
+               f"fastest of {args.steps} steps after {args.warmup} warm-up, device {device}, "
+               f"{torch.get_num_threads()} thread(s), torch {torch.__version__}, {platform.machine()}")
+    sizes = sorted({r["image_size"] for r in rows})
+    lines = ["# Training cost per step of each GAN config", "", setting + ".", f"Load: {uptime()}", "",
+             "| gan | " + " | ".join(f"{s} px: s/step (× dcgan)" for s in sizes) + " | parameters (64 px) |",
+             "|---|" + "---|" * len(sizes) + "---|"]
+    for name in dict.fromkeys(r["gan"] for r in rows):
+        cells = []
+        for s in sizes:
+            r = next((r for r in rows if r["gan"] == name and r["image_size"] == s), None)
+            mark = "" if r is None or r["timed_steps"] else "*"
+            cells.append(f"{r['s_per_step']:.3f}{mark} ({r['x_dcgan']:.1f}×)" if r and r["x_dcgan"] else "–")
+        params = next((r["parameters"] for r in rows if r["gan"] == name and r["image_size"] == max(sizes)), 0)
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {params / 1e6:.2f} M |")
+    if any(not r["timed_steps"] for r in rows):
+        lines += ["", f"\\* first step alone took more than {args.budget:.0f} s: that step (warm-up included) is "
+                  "reported, an upper bound."]
+    result = {"setting": setting, "rows": rows}
+    write_outputs(Path(args.out).with_name("train_step_cost"), result, "\n".join(lines) + "\n")
+    return result
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--per-config", action="store_true",
+                   help="instead: seconds per training step of every conf/gan config at --sizes "
+                        "(writes results/benchmarks/train_step_cost.md)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[32, 64], help="--per-config: image sizes")
+    p.add_argument("--configs", nargs="*", default=None, help="--per-config: GAN configs (default: all)")
+    p.add_argument("--budget", type=float, default=30.0, help="--per-config: seconds of timed steps per config")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--channels", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=32)
@@ -116,6 +218,8 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if args.per_config:
+        return per_config(args, device)
     torch.manual_seed(0)
     batches = [torch.rand(args.batch_size, args.channels, args.image_size, args.image_size, device=device) * 2 - 1
                for _ in range(args.steps)]

@@ -2,11 +2,15 @@
 # System (apt) packages the test suite needs, from one place. Idempotent: installs only what is missing.
 # Needs root and apt-get (CI and the project's build machines have both); .ci/run calls it before the tests.
 #   slurm-wlm, munge  -> tests/test_slurm.py (a real one-node SLURM cluster, started by scripts/setup_slurm.sh)
+#   chromium, chromium-driver -> tests/test_report_browser.py (the HTML report in headless Chromium via Selenium;
+#                        Debian's packages, so no browser is downloaded at run time)
 # Add a package here (one word per line in PACKAGES) rather than installing it from a test or another script.
 set -euo pipefail
 PACKAGES=(
   slurm-wlm
   munge
+  chromium
+  chromium-driver
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -246,3 +246,173 @@ def test_cli_filters_and_several_metrics(tmp_path):
     assert csv.name.startswith("kid_unet+fd_unet+dice_unet_at_synthetic-")
     assert pd.read_csv(csv)["kid_unet_n_seeds"].tolist() == [2, 2]
     assert len(load_records(root)) == 5
+
+
+# --- CI methods, LaTeX and HTML outputs, the metric list of the CLI ---------------------------------------------------
+def _exact_bootstrap_quantiles(values, probs):
+    """Quantiles of the exact bootstrap distribution of the mean: all n**n equally likely resamples enumerated."""
+    import itertools
+
+    values = np.asarray(values, dtype=float)
+    means = np.array([values[list(idx)].mean() for idx in itertools.product(range(len(values)), repeat=len(values))])
+    return np.quantile(means, probs)
+
+
+def test_bootstrap_ci_against_the_exact_bootstrap_distribution():
+    from medsynbench.benchmark.leaderboard import bootstrap_ci
+
+    values = [1.0, 2.0, 4.0, 7.5, 3.0]  # 5**5 = 3125 resamples, enumerated exactly
+    recs = [make(s, v) for s, v in enumerate(values)] + [make(0, 1.0, evaluation="e2")]  # seed 0 twice: one value
+    board = leaderboard(recs, "fd_unet", ci_method="bootstrap")
+    lo, hi = board["fd_unet_ci95_lo"].iloc[0], board["fd_unet_ci95_hi"].iloc[0]
+    assert board.attrs["ci_method"] == "bootstrap" and board.attrs["n_boot"] == 2000
+    assert (lo, hi) == bootstrap_ci(values, 0.95, 2000, 0)  # per-seed values, n_boot and seed as documented
+    # 2000 resamples estimate the 2.5% / 97.5% quantiles of the exact distribution (Monte-Carlo sd ~0.35 %)
+    q = _exact_bootstrap_quantiles(values, [0.01, 0.045, 0.955, 0.99])
+    assert q[0] <= lo <= q[1] and q[2] <= hi <= q[3]
+    assert min(values) <= lo < np.mean(values) < hi <= max(values)
+    # seeded: the same seed gives the same interval, another seed a slightly different one
+    again = leaderboard(recs, "fd_unet", ci_method="bootstrap")
+    assert (again["fd_unet_ci95_lo"].iloc[0], again["fd_unet_ci95_hi"].iloc[0]) == (lo, hi)
+    many = np.random.default_rng(3).normal(100.0, 10.0, 12)  # nearly continuous resample means: seeds differ
+    assert bootstrap_ci(many, seed=0) == bootstrap_ci(many, seed=0) != bootstrap_ci(many, seed=1)
+    # t (the default) stays scipy's Student-t interval; mean and std do not depend on the method
+    t_board = leaderboard(recs, "fd_unet")
+    t_lo, t_hi = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values), scale=stats.sem(values))
+    assert t_board["fd_unet_ci95_lo"].iloc[0] == pytest.approx(t_lo) and t_board["fd_unet_ci95_hi"].iloc[0] == \
+        pytest.approx(t_hi)
+    assert t_board["fd_unet_mean"].iloc[0] == board["fd_unet_mean"].iloc[0] == pytest.approx(np.mean(values))
+    # two seeds: the resample means are a, (a+b)/2, b with probabilities 1/4, 1/2, 1/4 -> the 95% CI is [a, b]
+    assert bootstrap_ci([3.0, 5.0]) == (3.0, 5.0)
+    assert all(np.isnan(bootstrap_ci([3.0]))) and bootstrap_ci([2.0, 2.0, 2.0]) == (2.0, 2.0)
+    single = leaderboard([make(0, 3.0)], "fd_unet", ci_method="bootstrap")
+    assert np.isnan(single["fd_unet_ci95_lo"].iloc[0])
+    with pytest.raises(ValueError, match="ci_method.*'t', 'bootstrap'.*'boot'"):
+        leaderboard(recs, "fd_unet", ci_method="boot")
+
+
+def test_bootstrap_is_named_in_the_header_and_the_file_name(tmp_path):
+    from medsynbench.benchmark.leaderboard import output_stem
+
+    root = store(tmp_path, [make(s, v, kid=v / 1000) for s, v in enumerate([10.0, 12.0, 15.0])])
+    _, t_text, t_path = write_leaderboard(root, tmp_path / "lb", "fd_unet")
+    _, b_text, b_path = write_leaderboard(root, tmp_path / "lb", "fd_unet", ci_method="bootstrap", n_boot=500)
+    assert "Student-t 95% CI" in t_text and "bootstrap" not in t_text
+    assert "percentile bootstrap 95% CI (500 resamples, seed 0)" in b_text
+    assert t_path != b_path and t_path.name == output_stem(["fd_unet"], None, None, False, 0.95) + ".md"
+    assert b_path != write_leaderboard(root, tmp_path / "lb", "fd_unet", ci_method="bootstrap")[2]  # n_boot too
+    sidecar = json.loads(b_path.with_suffix(".json").read_text())
+    assert (sidecar["ci_method"], sidecar["n_boot"], sidecar["boot_seed"]) == ("bootstrap", 500, 0)
+
+
+class _Tables:
+    """The tables of an HTML page (stdlib parser): headers, rows of cell texts, and the tooltips."""
+
+    def __init__(self, text):
+        from html.parser import HTMLParser
+
+        self.tables, self.titles, self.protocol = [], [], ""
+        outer = self
+
+        class Parser(HTMLParser):
+            cell = None
+            in_protocol = 0
+
+            def handle_starttag(self, tag, attrs):
+                attrs = dict(attrs)
+                if attrs.get("title"):
+                    outer.titles.append(attrs["title"])
+                if attrs.get("id") == "protocol":
+                    self.in_protocol = 1
+                if tag == "table":
+                    outer.tables.append({"head": [], "rows": []})
+                elif tag == "tr" and outer.tables:
+                    outer.tables[-1]["rows"].append([])
+                elif tag in ("td", "th"):
+                    self.cell = tag, ""
+
+            def handle_endtag(self, tag):
+                if tag in ("td", "th") and self.cell:
+                    kind, text = self.cell
+                    (outer.tables[-1]["head"] if kind == "th" else outer.tables[-1]["rows"][-1]).append(text)
+                    self.cell = None
+                if tag == "div" and self.in_protocol:
+                    self.in_protocol = 0
+
+            def handle_data(self, data):
+                if self.cell:
+                    self.cell = self.cell[0], self.cell[1] + data
+                if self.in_protocol:
+                    outer.protocol += data
+
+        Parser().feed(text)
+        for t in self.tables:
+            t["rows"] = [r for r in t["rows"] if r]
+
+
+def test_latex_and_html_outputs_carry_protocol_marks_and_footnotes(tmp_path):
+    recs = [make(0, 196.1, kid=0.1, warning=WARN), make(1, 198.0, kid=0.12, warning=WARN),
+            make(0, 300.0, gan="wgan_gp", kid=0.3, collapsed=True), make(1, 250.0, gan="wgan_gp", kid=0.2)]
+    board, md, path = write_leaderboard(store(tmp_path, recs), tmp_path / "lb", ["fd_unet", "kid_unet"])
+    files = json.loads(path.with_suffix(".json").read_text())["files"]
+    assert files == {"markdown": path.name, "csv": path.with_suffix(".csv").name,
+                     "latex": path.with_suffix(".tex").name, "html": path.with_suffix(".html").name}
+    # LaTeX: booktabs rules, one line per row, escaped names, marks as LaTeX commands with their footnotes
+    tex = path.with_suffix(".tex").read_text()
+    assert tex.count(r"\toprule") == tex.count(r"\midrule") == tex.count(r"\bottomrule") == 1
+    body = tex.split(r"\midrule")[1].split(r"\bottomrule")[0].strip().splitlines()
+    assert len(body) == len(board) == 2 and all(line.endswith(r"\\") for line in body)
+    header = tex.split(r"\toprule")[1].split(r"\midrule")[0]
+    assert r"fd\_unet $\downarrow$" in header and "fd_unet" not in header.replace(r"\_", "")
+    # rank, dataset, GAN: l; per metric mean ± std, CI, n: right-aligned numbers; collapsed: l
+    assert tex.split(r"\begin{tabular}{")[1].split("}")[0] == "rll" + "rrr" * 2 + "l" == "rll" + "r" * 6 + "l"
+    assert len(header.split(" & ")) == 10
+    assert r"197.1 $\pm$ 1.3 \dag{}" in body[0] and r"$\times$ 1 of 2" in body[1]
+    caption = tex.split(r"\caption{")[1].split(r"\label")[0]
+    assert r"Student-t 95\% CI" in caption and "weights sha256 aaaa11110000" in caption and "n\\_real 80" in caption
+    foot = tex.split(r"\bottomrule")[1]
+    assert r"\dag{} fd\_unet (2 record(s) warn): fewer samples (80)" in foot and r"$\times$ collapsed" in foot
+    assert all(ch not in tex.split("\n", 5)[-1] for ch in "†✗±↓")  # only in the leading % comment lines
+    assert tex.startswith("% medsynbench leaderboard") and "% Protocol fd_unet: extractor unet_encoder" in tex
+    # HTML: one self-contained page with the protocol in its header, the same rows and marks, the footnotes
+    page = path.with_suffix(".html").read_text()
+    assert "http://" not in page and "https://" not in page and "<script>" in page
+    parsed = _Tables(page)
+    (table,) = parsed.tables
+    assert [h.strip() for h in table["head"]][:4] == ["rank", "dataset.name", "gan.name", "fd_unet ↓"]
+    assert [r[2] for r in table["rows"]] == board["gan.name"].tolist() == ["dcgan", "wgan_gp"]
+    assert table["rows"][0][3] == "197.1 ± 1.3 †" and table["rows"][1][-1] == "✗ 1 of 2"
+    assert "Student-t 95% CI" in parsed.protocol and "grouping" in parsed.protocol
+    assert any("fd_unet, kid_unet: extractor unet_encoder · weights sha256 aaaa11110000" in t for t in parsed.titles)
+    assert f"† fd_unet (2 record(s) warn): {WARN}" in page and "✗ collapsed generator" in page
+    # the Markdown keeps its header: the protocol line per metric
+    assert "Protocol `fd_unet`: extractor unet_encoder · weights sha256 aaaa11110000" in md
+
+
+def _cli(tmp_path, *args):
+    return subprocess.run([sys.executable, "-m", "benchmark", "leaderboard", *args,
+                           f"paths.leaderboard_dir={tmp_path / 'lb'}"], cwd=REPO, capture_output=True, text=True,
+                          timeout=300, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_cli_lists_the_store_metrics_when_metric_is_missing_or_unknown(tmp_path):
+    from medsynbench.benchmark.leaderboard import metrics_message
+
+    root = store(tmp_path, [make(s, 10.0 + s, kid=0.1, dice=0.5) for s in (0, 1)])
+    for args in ([], ["metric=[kid_unet,dice_unet@real]"]):
+        out = _cli(tmp_path, f"paths.store_dir={root}", *args)
+        assert out.returncode == 2, (args, out.stderr[-2000:])
+        err = out.stderr
+        assert "fd_unet, kid_unet" in err and "dice_unet@synthetic" in err, err
+        for raw in ("Traceback", "KeyError", "MissingMandatoryValue"):
+            assert raw not in err, err
+        assert err.count("error:") == 1
+        assert ("no metric given" in err) if not args else (args[0].split("=")[1].strip("[]").split(",")[-1] in err)
+    assert not (tmp_path / "lb").exists()  # nothing written
+    assert "has no metric records" in metrics_message(tmp_path / "nothing")  # an empty or absent store
+    ok = _cli(tmp_path, f"paths.store_dir={root}", "metric=fd_unet", "ci_method=bootstrap", "n_boot=300")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "percentile bootstrap 95% CI (300 resamples, seed 0)" in ok.stdout
+    assert sorted(p.suffix for p in (tmp_path / "lb").iterdir()) == [".csv", ".html", ".json", ".md", ".tex"]
+    bad = _cli(tmp_path, f"paths.store_dir={root}", "metric=fd_unet", "ci_method=percentile")
+    assert bad.returncode == 2 and "ci_method" in bad.stderr and "bootstrap" in bad.stderr

@@ -160,7 +160,7 @@ def test_conditional_gan_feeds_labelled_synthetic_images_to_the_classifier(smoke
     done = {(d["metric"], d["train_on"]) for d in record["downstream"] if not d.get("skipped")}
     assert {("acc_efficientnet", t) for t in ("real", "synthetic", "real+synthetic")} <= done
     synthetic = next(d for d in record["downstream"] if d["train_on"] == "synthetic" and d["metric"] == "acc_efficientnet")
-    assert synthetic["n_train_synthetic"] == 80  # n_samples defaults to the real test split size
+    assert synthetic["n_train_synthetic"] == 24  # synthetic_n null: as many as the real training images
 
 
 def _tid(overrides):

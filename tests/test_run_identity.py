@@ -28,14 +28,14 @@ def test_changed_bootstrap_on_a_completed_run_evaluates_only(smoke_cfg):
     first = execute_run(smoke_cfg("data.train_size=16", "metrics.options.bootstrap=0"))
     assert first["status"] == "completed" and first["evaluation_only"] is False
     before = _ckpt_state(first["run_dir"])
-    log_lines = (Path(first["run_dir"]) / "train.log").read_text().count(" step ")
+    log_lines = (Path(first["run_dir"]) / "train.log").read_text().count(" train_loop: step ")  # training steps logged
 
     second = execute_run(smoke_cfg("data.train_size=16", "metrics.options.bootstrap=5"))
     assert second["training_id"] == first["training_id"] and second["run_dir"] == first["run_dir"]
     assert second["evaluation_id"] != first["evaluation_id"]
     assert second["evaluation_only"] is True and second["timings"]["train_s"] == 0.0
     assert _ckpt_state(first["run_dir"]) == before  # no checkpoint written or touched: no training step ran
-    assert (Path(first["run_dir"]) / "train.log").read_text().count(" step ") == log_lines
+    assert (Path(first["run_dir"]) / "train.log").read_text().count(" train_loop: step ") == log_lines
     fd = next(m for m in second["metrics"] if m["metric"].startswith("fd_") and m.get("bootstrap"))
     assert fd["bootstrap"] == 5 and "ci_low" in fd
     # both evaluations are kept, each once; the same evaluation again changes nothing

@@ -20,6 +20,7 @@ SPLIT_SOURCES = ("random", "column", "files", "dirs", "npz")
 SPLITS = ("train", "val", "test")
 MASK_MODES = ("binary", "index")
 UNLABELED_POLICIES = ("error", "drop")
+LABEL_SOURCES = ("csv", "folder")
 VOLUME_SLICES = ("all", "labelled")
 RESIZE_METHODS = ("nearest", "bilinear", "bicubic", "area", "lanczos")
 COLORS = ("grayscale", "rgb", "native")
@@ -30,7 +31,7 @@ INTENSITIES = ("fixed", "minmax", "percentile", "zscore")
 class DatasetConfig:
     """Where a dataset lives and how its files, masks, labels and splits are organised."""
 
-    name: str = MISSING
+    name: str = MISSING               # short name: the run id's prefix, leaderboards' dataset column
     format: str = "folder"            # folder | npz | nifti | metaimage | dicom
     root: str = MISSING               # dataset folder (npz: folder holding `npz_file`)
     task: str = "segmentation"        # segmentation | classification | generation (which downstream task fits)
@@ -52,12 +53,13 @@ class DatasetConfig:
     # --- index CSV: labels / split column / patient column ---
     index_csv: Optional[str] = None   # relative to root
     id_column: str = "id"             # image id = path relative to images_dir, extension optional
-    label_column: Optional[str] = None
-    split_column: Optional[str] = None
+    label_column: Optional[str] = None  # CSV column with the class label of each image
+    split_column: Optional[str] = None  # CSV column with train / val / test (split=column)
     group_column: Optional[str] = None  # e.g. patient: splits never separate a group
     group_pattern: Optional[str] = None  # regex on the image id whose first group is the group (no CSV column)
     class_names: List[str] = field(default_factory=list)  # label order; empty = sorted label values
     unlabeled: str = "error"          # images without a label when label_column is set: error | drop
+    labels_from: Optional[str] = None  # null/csv: label_column of index_csv | folder: class = first sub-folder of images_dir
 
     # --- splits ---
     split: str = "random"             # random | column | files | dirs | npz
@@ -68,11 +70,14 @@ class DatasetConfig:
     split_seed: int = 0               # split=random only
 
     # --- npz (MedMNIST layout: {split}_images, {split}_labels, optional {split}_masks) ---
-    npz_file: str = "data.npz"
+    npz_file: str = "data.npz"        # file in root holding the arrays
 
     # --- volumes (nifti / metaimage) ---
     slice_axis: int = 2               # voxel axis i/j/k (0/1/2) to slice along; 2 = axial for RAS-ish volumes
     volume_slices: str = "all"        # all | labelled (only slices whose mask is not all background)
+
+    # --- checks ---
+    min_image_side: int = 4           # images (2D slices) smaller than this many pixels on a side are refused
 
 
 @dataclass
@@ -91,3 +96,41 @@ class DataConfig:
     val_size: Optional[int] = None    # cap on the validation split (fixed seeded subset); null = all
     test_size: Optional[int] = None   # cap on the test split for cheap CPU runs (fixed seeded subset); null = all
     eval_subset_seed: int = 0         # seed of the val/test caps (kept apart from subset_seed so tests stay fixed)
+
+
+def schema_keys(schema=DatasetConfig) -> list[tuple[str, str, str, str]]:
+    """(key, type, default, meaning) of every field of a schema dataclass, the meaning taken from the comment on the
+    field's line in this file (one place to document a key; docs/datasets.md's key table is generated from it)."""
+    import dataclasses
+    import inspect
+    import io
+    import tokenize
+
+    source = inspect.getsource(schema)
+    comments: dict[int, str] = {}
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    lines = source.splitlines()
+    out = []
+    for f in dataclasses.fields(schema):
+        row = next(i + 1 for i, ln in enumerate(lines) if ln.strip().startswith(f"{f.name}:"))
+        if f.default is not dataclasses.MISSING:
+            default = "required" if f.default == "???" else "null" if f.default is None else repr(f.default)
+        else:
+            default = repr(f.default_factory())  # type: ignore[misc]
+        typ = str(f.type)
+        if typ.startswith("Optional["):
+            typ = typ[len("Optional["):-1] + " or null"
+        typ = typ.replace("List[", "list[").replace("Dict[", "dict[")
+        out.append((f.name, typ, default, comments.get(row, "")))
+    return out
+
+
+def keys_markdown(schema=DatasetConfig) -> str:
+    """The Markdown table of a schema's keys (``python -c 'from medsynbench.benchmark.data.config import
+    keys_markdown; print(keys_markdown())'`` regenerates the table in docs/datasets.md)."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, typ, default, meaning in schema_keys(schema):
+        rows.append(f"| `{key}` | {typ} | `{default}` | {meaning.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows)

@@ -20,6 +20,17 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 METAIMAGE_SUFFIXES = (".mhd", ".mha")
 
 
+def printable(path) -> str:
+    """A path as text that can always be printed and stored: bytes that are not UTF-8 (a file name written on
+    another system) appear as backslash escapes (``caf\\xe9.png``) instead of crashing a print or a JSON write."""
+    text = str(path)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def full_suffix(path: Path) -> str:
     """Extension including the double ``.nii.gz``."""
     name = path.name.lower()
@@ -37,6 +48,8 @@ class Raw:
 
     array: np.ndarray
     max_value: float | None
+    mode: str = ""                    # how it was stored, e.g. "RGB", "P", "I;16", "DICOM uint16", "float32"
+    notes: tuple[str, ...] = ()       # conversions made while decoding, e.g. "alpha channel dropped"
 
 
 def dtype_max(dtype: np.dtype) -> float | None:
@@ -69,6 +82,7 @@ def _load(im: Image.Image, path: Path) -> Image.Image:
 def _pil_array(im: Image.Image) -> Raw:
     mode = im.mode
     if mode in ("1", "L", "RGB", "RGBA", "LA", "I;16", "I;16B", "I;16L"):
+        notes = ("1-bit -> 8-bit (0/255)",) if mode == "1" else ()
         if mode == "1":
             im = im.convert("L")
         arr = np.asarray(im)
@@ -76,17 +90,18 @@ def _pil_array(im: Image.Image) -> Raw:
             arr = arr.astype(np.uint16)
         if arr.ndim == 3 and arr.shape[-1] in (2, 4):
             arr = arr[..., :-1]  # drop alpha
-        return Raw(arr, dtype_max(arr.dtype))
+            notes += (f"alpha channel dropped ({mode})",)
+        return Raw(arr, dtype_max(arr.dtype), mode, notes)
     if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
         arr = np.asarray(im.convert("RGB"))
-        return Raw(arr, 255.0)
+        return Raw(arr, 255.0, mode, (f"{mode} -> RGB",))
     if mode == "I":  # 32-bit signed int: 16-bit PNGs on some Pillow builds; bound it by the values present
         arr = np.asarray(im).astype(np.int64)
         if arr.min() >= 0 and arr.max() <= 65535:
-            return Raw(arr.astype(np.uint16), 65535.0)
-        return Raw(arr.astype(np.float32), None)
+            return Raw(arr.astype(np.uint16), 65535.0, mode)
+        return Raw(arr.astype(np.float32), None, mode)
     if mode == "F":
-        return Raw(np.asarray(im, dtype=np.float32), None)
+        return Raw(np.asarray(im, dtype=np.float32), None, mode)
     raise DataError(f"unsupported Pillow image mode {mode!r}")
 
 
@@ -115,10 +130,13 @@ def read_dicom(path: Path) -> Raw:
     signed = int(getattr(ds, "PixelRepresentation", 0)) == 1
     bits = int(getattr(ds, "BitsStored", arr.dtype.itemsize * 8))
     max_value = None if signed else float(2 ** bits - 1)
+    notes = ()
     if getattr(ds, "PhotometricInterpretation", "") == "MONOCHROME1":
         top = max_value if max_value is not None else float(arr.max())
         arr = (top - arr.astype(np.float64)).astype(arr.dtype if max_value is not None else np.float32)
-    return Raw(np.asarray(arr), max_value)
+        notes = ("DICOM MONOCHROME1 inverted (bright = high signal)",)
+    return Raw(np.asarray(arr), max_value, f"DICOM {getattr(ds, 'PhotometricInterpretation', '')} {arr.dtype}".strip(),
+               notes)
 
 
 def probe_size(path: Path) -> tuple[int, int]:
@@ -203,7 +221,7 @@ def read_volume(path: Path) -> Raw:
             raise DataError(f"{path}: cannot decode MetaImage data, raw file missing or truncated "
                             f"({_first_line(e)})") from None
     arr = arr.reshape(_squeeze3d(path, arr.shape))
-    return Raw(arr, dtype_max(arr.dtype))
+    return Raw(arr, dtype_max(arr.dtype), f"volume {arr.dtype}")
 
 
 def volume_slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:

@@ -16,7 +16,7 @@ import numpy as np
 from medsynbench.benchmark.data.config import SPLITS, DatasetConfig
 from medsynbench.benchmark.data.errors import DataError
 from medsynbench.benchmark.data.io import (DICOM_SUFFIXES, METAIMAGE_SUFFIXES, NIFTI_SUFFIXES, PIL_SUFFIXES, full_suffix,
-                               probe_volume, stem)
+                                          printable, probe_volume, stem)
 
 FORMAT_SUFFIXES = {
     "folder": PIL_SUFFIXES,
@@ -26,6 +26,13 @@ FORMAT_SUFFIXES = {
 }
 MASK_SUFFIXES = PIL_SUFFIXES + (".dcm", ".dicom") + NIFTI_SUFFIXES + METAIMAGE_SUFFIXES
 ALL_SUFFIXES = tuple(s for s in PIL_SUFFIXES + DICOM_SUFFIXES + NIFTI_SUFFIXES + METAIMAGE_SUFFIXES if s)
+# file names that look like masks / annotations (image_mask.png, img_seg.png, Image_01L_1stHO.png, liver-seg001, _gt)
+MASK_NAME_RX = re.compile(r"(?i)(?:^|[_\-. ()])(masks?|seg(?:mentation)?|gt|ground_?truth|labels?|annot(?:ation)?s?"
+                          r"|manual\d*|\d(?:st|nd|rd|th)ho)(?:$|[_\-. ()]|\d)")
+
+
+def looks_like_mask_name(path: Path) -> bool:
+    return MASK_NAME_RX.search(stem(path)) is not None
 
 
 @dataclass
@@ -77,13 +84,28 @@ def _files(cfg: DatasetConfig, root: Path, split: str | None) -> list[Item]:
     if not img_dir.is_dir():
         raise DataError(f"{img_dir}: images folder not found (dataset '{cfg.name}', images_dir='{cfg.images_dir}')")
     suffixes = FORMAT_SUFFIXES[cfg.format]
-    paths = sorted(p for p in img_dir.glob(cfg.image_glob)
-                   if p.is_file() and not p.name.startswith(".") and p.name != "DICOMDIR"
-                   and full_suffix(p) in suffixes and not any(fnmatch(p.name, pat) for pat in cfg.image_exclude))
+    glob = "*/*" if cfg.labels_from == "folder" and cfg.image_glob == "*" else cfg.image_glob
+    found = [p for p in img_dir.glob(glob)
+             if not p.name.startswith(".") and p.name != "DICOMDIR" and full_suffix(p) in suffixes
+             and not any(fnmatch(p.name, pat) for pat in cfg.image_exclude)]
+    _refuse_bad_names(img_dir, found)
+    broken = sorted(p for p in found if p.is_symlink() and not p.exists())
+    if broken:
+        raise DataError(f"{printable(broken[0])}: broken symbolic link (its target {printable(broken[0].readlink())} "
+                        f"does not exist){f'; {len(broken) - 1} more broken links' if len(broken) > 1 else ''}: "
+                        "restore the files or delete the links")
+    paths = sorted(p for p in found if p.is_file())
     if not paths:
-        raise DataError(f"{img_dir}: no {cfg.format} image files matching '{cfg.image_glob}' "
+        raise DataError(f"{img_dir}: no {cfg.format} image files matching '{glob}' "
                         f"(extensions {', '.join(s or '<none>' for s in suffixes)}); empty folder?")
     items = [Item(id=(p.relative_to(img_dir).parent / stem(p)).as_posix(), image=p, split=split) for p in paths]
+    if cfg.labels_from == "folder":
+        for it in items:
+            parts = it.image.relative_to(img_dir).parts
+            if len(parts) < 2:
+                raise DataError(f"{it.image}: dataset.labels_from=folder needs every image in a class sub-folder of "
+                                f"{img_dir} (e.g. benign/, malignant/); this one lies directly in it")
+            it.label = parts[0]
     if cfg.masks_dir is None:
         return items
     mask_dir = _subdir(root, cfg.masks_dir, split, cfg)
@@ -96,8 +118,13 @@ def _files(cfg: DatasetConfig, root: Path, split: str | None) -> list[Item]:
     missing = [it for it in items if not it.mask.is_file()]
     if missing:
         first = missing[0]
+        if first.mask.is_symlink():
+            raise DataError(f"{first.mask}: broken symbolic link (its target {first.mask.readlink()} does not exist); "
+                            f"it is the mask of {first.image}")
+        hint = (f"; {first.image.name} looks like a mask itself: leave such files out with dataset.image_exclude"
+                if looks_like_mask_name(first.image) else "")
         raise DataError(f"{first.image}: {kind} (expected {first.mask}; dataset.mask_pattern='{cfg.mask_pattern}'"
-                        f"){f'; {len(missing) - 1} more images lack one' if len(missing) > 1 else ''}")
+                        f"){f'; {len(missing) - 1} more images lack one' if len(missing) > 1 else ''}{hint}")
     if not (_inside(mask_dir, img_dir) or _inside(img_dir, mask_dir)):
         orphans = sorted(p for p in mask_dir.rglob("*") if p.is_file() and full_suffix(p) in MASK_SUFFIXES
                          and p not in claimed)
@@ -105,6 +132,20 @@ def _files(cfg: DatasetConfig, root: Path, split: str | None) -> list[Item]:
             raise DataError(f"{mask_dir}: {len(orphans)} mask files match no image ({_few(p.name for p in orphans)});"
                             f" a mask must be named dataset.mask_pattern='{cfg.mask_pattern}' after its image")
     return items
+
+
+def _refuse_bad_names(folder: Path, paths: list[Path]) -> None:
+    """File names must be UTF-8: ids enter hashes, records and logs (bytes from another system's encoding would
+    crash them later, far from the cause)."""
+    bad = []
+    for p in paths:
+        try:
+            p.relative_to(folder).as_posix().encode("utf-8")
+        except UnicodeEncodeError:
+            bad.append(printable(p))
+    if bad:
+        raise DataError(f"{bad[0]}: file name is not valid UTF-8 ({len(bad)} such files: {_few(bad)}); rename them "
+                        "to UTF-8 (e.g. `convmv -f latin1 -t utf8 -r --notest <folder>`) or move them out")
 
 
 def _mask_path(cfg: DatasetConfig, img_dir: Path, mask_dir: Path, image: Path) -> Path:
@@ -246,6 +287,11 @@ def expand_volumes(items: list[Item], cfg: DatasetConfig) -> list[Item]:
     out = []
     for it in items:
         shape = probe_volume(it.image)
+        plane = tuple(n for a, n in enumerate(shape) if a != cfg.slice_axis)
+        if min(plane) < cfg.min_image_side:
+            raise DataError(f"{it.image}: slices along axis {cfg.slice_axis} are only {plane[0]}x{plane[1]} voxels "
+                            f"(volume {shape}), smaller than dataset.min_image_side={cfg.min_image_side}; "
+                            "wrong dataset.slice_axis?")
         if it.mask is not None and probe_volume(it.mask) != shape:
             raise DataError(f"{it.mask}: label volume shape {probe_volume(it.mask)} does not match its image "
                             f"volume {it.image} {shape}")

@@ -40,8 +40,9 @@ def random_split(ids: Sequence[str], groups: Sequence[str] | None, labels: Seque
                  val_fraction: float, test_fraction: float, seed: int) -> list[str]:
     """Seeded train/val/test assignment per item.
 
-    With groups (e.g. patients) whole groups are assigned, so no group spans two splits; without groups the split
-    is stratified by label when labels exist (each class split in the same proportions).
+    With groups (e.g. patients) whole groups are assigned, so no group spans two splits; the split is stratified by
+    label when labels exist (each class split in the same proportions; with groups, a group counts in the class most
+    of its images have), so that a small test split still holds every class.
     """
     n = len(ids)
     out = ["train"] * n
@@ -49,8 +50,17 @@ def random_split(ids: Sequence[str], groups: Sequence[str] | None, labels: Seque
         units: dict[str, list[int]] = {}
         for i, g in enumerate(groups):
             units.setdefault(g, []).append(i)
-        blocks = [units[g] for g in sorted(units)]
-        _assign(blocks, out, val_fraction, test_fraction, np.random.default_rng(seed))
+        rng = np.random.default_rng(seed)
+        if labels is None:
+            _assign([units[g] for g in sorted(units)], out, val_fraction, test_fraction, rng)
+            return out
+        by_class: dict = {}
+        for g in sorted(units):
+            members = [labels[i] for i in units[g]]
+            major = max(sorted(set(members), key=str), key=members.count)
+            by_class.setdefault(major, []).append(units[g])
+        for cls in sorted(by_class, key=str):
+            _assign(by_class[cls], out, val_fraction, test_fraction, rng)
         return out
     strata = [list(range(n))] if labels is None else [[i for i in range(n) if labels[i] == c]
                                                        for c in sorted(set(labels))]
