@@ -520,7 +520,9 @@ def medigan_tables(ctx: ReportContext) -> tuple[ReportSection, pd.DataFrame]:
     else:
         wide = None
         for _, g in groups.iterrows():
-            part = agg[(agg["suffix"] == g["suffix"])][["dataset", "gan", "fd_rr", "fd_rs", "r_fd"]]
+            same = ((agg["suffix"] == g["suffix"]) & (agg["extractor"].astype(str) == str(g["extractor"]))
+                    & (agg["normalisation"] == g["normalisation"]))  # one feature space: one column block
+            part = agg[same][["dataset", "gan", "fd_rr", "fd_rs", "r_fd"]]
             tag = f"{g['extractor']} · {g['normalisation']}" + (f" ({g['suffix']})" if g["suffix"] != g["extractor"]
                                                                  else "")
             part = part.rename(columns={"fd_rr": f"{tag}: real-real", "fd_rs": f"{tag}: real-syn",

@@ -360,3 +360,26 @@ def test_cli_report(store, tmp_path):
                           f"out_dir={out}", "sections=[nope]"], cwd=REPO, capture_output=True, text=True, env=env,
                          timeout=300)
     assert bad.returncode != 0 and "valid sections" in bad.stderr + bad.stdout
+
+
+def test_medigan_table4_normalisation_swept_across_evaluations(tmp_path):
+    """A sweep over an extractor's normalisation gives records with the same metric names that differ only in the
+    preprocessing: Table 4 has one row per model, each normalisation's block from its own records."""
+    rng = np.random.default_rng(3)
+    records = []
+    for gan in ("dcgan", "lsgan"):
+        for normalise in ("minus_one_one", "zero_one"):
+            rec = _record(rng, SEG, gan, 100, 0, tmp_path / "runs", downstream_metrics=[])
+            rec["metrics"] = _fd_family(rng, "unet", normalise, 40)
+            rec["evaluation_id"] = f"e-{normalise}"
+            rec["config"]["metrics.extractors.0.normalise"] = normalise
+            records.append(rec)
+            write_record(tmp_path / "store", rec)
+    sections = build_report(tmp_path / "store", tmp_path / "out", sections=["medigan_tables"])
+    t4 = _table({"sections": {s.key: s for s in sections}}, "medigan_tables", "medigan_table4").frame
+    assert len(t4) == 2 and not t4.duplicated(["Dataset", "Model"]).any()
+    for rec in records:
+        normalise = json.loads(rec["metrics"][0]["preprocessing"])["normalise"]
+        col = next(c for c in t4.columns if f"· {normalise}" in c and c.endswith("r_FD"))
+        expected = next(m["value"] for m in rec["metrics"] if m["metric"] == "r_fd_unet")
+        assert t4.loc[t4["Model"] == rec["gan"], col].iloc[0] == pytest.approx(expected)
