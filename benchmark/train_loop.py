@@ -11,6 +11,7 @@ import functools
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -219,7 +220,7 @@ def train(cfg, bundle: DatasetBundle, run_dir: Path, device: torch.device) -> Tr
     # --- the loop ----------------------------------------------------------------------------------------------
     t0 = time.perf_counter()
     bar = tqdm(range(start_step, tcfg.steps), initial=start_step, total=tcfg.steps, desc=f"train {run_dir.name}",
-               disable=not tcfg.progress, dynamic_ncols=True)
+               disable=not (tcfg.progress and sys.stderr.isatty()), dynamic_ncols=True)  # logs: log_every lines
     # a checkpoint written off the checkpoint_every cadence by an interrupted attempt: dropped at the next regular one
     off_cadence = (ckpt_path if resumed_from and resumed_from % tcfg.checkpoint_every and resumed_from < tcfg.steps
                    else None)

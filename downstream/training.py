@@ -6,6 +6,7 @@ by the run seed, so a fixed seed gives identical weights on CPU.
 """
 from __future__ import annotations
 
+import sys
 from typing import Callable, Iterator
 
 import torch
@@ -58,7 +59,9 @@ def fit(model: torch.nn.Module, loss_fn: Callable, images: torch.Tensor, targets
     optimizer = make_optimizer(s, model.parameters())
     batches = batch_stream(len(images), s.batch_size, generator)
     tail, tail_start = [], int(steps * 0.9)
-    bar = tqdm(range(steps), desc=desc, disable=not s.progress, leave=False)
+    # a bar only on a terminal: in a log file or a SLURM .err it would be one line per refresh (the runner logs the
+    # scenario, its image counts, score and seconds)
+    bar = tqdm(range(steps), desc=desc, disable=not (s.progress and sys.stderr.isatty()), leave=False)
     for step in bar:
         idx = next(batches)
         x, y = images[idx], targets[idx]
