@@ -215,3 +215,17 @@ def test_ctrl_c_saves_a_resumable_checkpoint_with_a_one_line_message(tmp_path):
     assert all(torch.equal(ref_w[k], w[k]) for k in ref_w)  # the same weights as an uninterrupted run
     # the off-cadence checkpoint of the interruption is gone once training passed the next regular one
     assert [p.name for p in checkpoint_paths(run_dir)] == [p.name for p in checkpoint_paths(ref_run)]
+
+
+def test_auto_downstream_takes_augment_settings():
+    """`downstream: auto` passes the real_augmented scenario's settings to the option it resolves to; a misspelt
+    augment key is still refused before any data is read."""
+    from medsynbench.benchmark.validate import ConfigError, validate_run_config
+    from tests.conftest import compose_config
+
+    cfg = compose_config(["dataset=isic_mini", "downstream.augment={degrees: 10}"])  # a key of auto: no "+"
+    validate_run_config(cfg)
+    resolved = resolve_run_config(cfg).downstream
+    assert resolved.task == "segmentation" and resolved.augment.degrees == 10
+    with pytest.raises(ConfigError, match="degreez"):
+        validate_run_config(compose_config(["dataset=isic_mini", "+downstream.augment.degreez=10"]))
