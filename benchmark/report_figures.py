@@ -61,9 +61,11 @@ def _palette(gans: list[str]) -> dict:
     return {g: colours[i % len(colours)] for i, g in enumerate(sorted(gans))}
 
 
-def _curve(ax, stats_frame: pd.DataFrame, palette: dict, ylabel: str) -> None:
+def _curve(ax, stats_frame: pd.DataFrame, palette: dict, ylabel: str, points: pd.DataFrame | None = None) -> None:
     """Mean per GAN over training-set size with Student-t CI error bars over seeds (none with one seed); GANs are
-    dodged slightly along x so that their bars do not hide each other; log x when sizes span 4x or more."""
+    dodged slightly along x so that their bars do not hide each other; log x when sizes span 4x or more. ``points``
+    (rows with gan, n_train, value): every record's value as a small hollow marker, so that an outlying seed that
+    widens a CI is visible as such."""
     gans = sorted(stats_frame["gan"].unique())
     sizes = stats_frame["train_size"].dropna()
     log_x = len(sizes) and sizes.min() > 0 and sizes.max() / sizes.min() >= 4
@@ -74,6 +76,12 @@ def _curve(ax, stats_frame: pd.DataFrame, palette: dict, ylabel: str) -> None:
         err = np.vstack([g["mean"] - g["ci_lo"], g["ci_hi"] - g["mean"]])
         ax.errorbar(x, g["mean"], yerr=np.nan_to_num(err, nan=0.0), marker="o", ms=4, capsize=3, lw=1.4,
                     color=palette[gan], label=gan)
+        if points is not None and len(points):
+            p = points[points["gan"] == gan]
+            px = p["n_train"].astype(float) * shift if log_x else (p["n_train"].astype(float)
+                                                                   + (shift - 1) * max(sizes.max(), 1))
+            ax.scatter(px, p["value"], s=14, facecolors="none", edgecolors=palette[gan], alpha=0.8, lw=0.8,
+                       zorder=3)
     if log_x:
         ax.set_xscale("log")
         ticks = sorted(sizes.unique())
@@ -107,7 +115,8 @@ def delentropy_fd_vs_size(ctx: ReportContext, out_dir: Path) -> ReportSection:
         fig, axes = plt.subplots(len(datasets), 2, figsize=(9, 3.2 * len(datasets)), squeeze=False,
                                  gridspec_kw={"width_ratios": [2.2, 1]})
         for i, dataset in enumerate(datasets):
-            _curve(axes[i, 0], curves[curves["dataset"] == dataset], palette, ctx.label(ctx.fd_metric))
+            _curve(axes[i, 0], curves[curves["dataset"] == dataset], palette, ctx.label(ctx.fd_metric),
+                   ctx.values(ctx.fd_metric, dataset=dataset))
             axes[i, 0].set_title(f"{dataset}: {ctx.fd_metric} vs training-set size")
             r = real[real["dataset"] == dataset]
             if len(r):
@@ -124,7 +133,8 @@ def delentropy_fd_vs_size(ctx: ReportContext, out_dir: Path) -> ReportSection:
     used = ctx.values(ctx.fd_metric)
     sec.figures.append(_figure(ctx, out_dir, fig, "delentropy_fd_vs_size",
                                f"{ctx.label(ctx.fd_metric)} vs training-set size per GAN (mean over seeds, error "
-                               f"bars: Student-t {round(ctx.ci * 100):g}% CI; none with one seed) beside the "
+                               f"bars: Student-t {round(ctx.ci * 100):g}% CI; none with one seed; hollow markers: "
+                               f"single runs) beside the "
                                f"delentropy distribution of each dataset's real test images.", used))
     return sec
 
