@@ -25,6 +25,7 @@ import markupsafe
 import numpy as np
 import pandas as pd
 
+from medsynbench.benchmark.leaderboard import fmt  # one number format for leaderboards and reports
 from medsynbench.benchmark.report_types import ReportFigure, ReportSection, ReportTable
 from medsynbench.io import atomic_write_bytes
 
@@ -35,15 +36,6 @@ _WARN_RE = re.compile(f"[{WARNING_MARKS}]|\\bwarn", re.IGNORECASE)
 
 
 _NUMERIC_TEXT = re.compile(r"^\[?\s*[-+\u2212]?(\d|\.\d)")
-
-
-def fmt_number(x, sig: int = 4) -> str:
-    """4 significant digits in fixed notation, never an exponent (as the leaderboard's Markdown); NaN -> ``–``."""
-    if x is None or not np.isfinite(x):
-        return "–"
-    if abs(x) >= 10 ** sig:
-        return f"{x:.0f}"
-    return np.format_float_positional(float(x), precision=sig, unique=False, fractional=False, trim="-")
 
 
 def protocol_text(protocol: dict | None) -> str:
@@ -96,7 +88,7 @@ def _cell(v) -> dict:
     if isinstance(v, (float, np.floating)):
         if not np.isfinite(v):
             return {"text": str(v), "v": "", "cls": "na"}
-        return {"text": fmt_number(float(v)), "v": repr(float(v)), "cls": "num"}
+        return {"text": fmt(float(v)), "v": repr(float(v)), "cls": "num"}
     text = str(v)
     if text.strip() in ("", "–", "-"):  # shown as not measured / not applicable
         return {"text": text.strip() or "–", "v": "", "cls": "na"}
@@ -380,4 +372,4 @@ def render_html(title: str, sections: list[ReportSection], out_path: Path, proto
     return out_path
 
 
-__all__ = ["WARNING_MARKS", "fmt_number", "protocol_text", "render_html", "render_html_text"]
+__all__ = ["WARNING_MARKS", "protocol_text", "render_html", "render_html_text"]

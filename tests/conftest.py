@@ -50,3 +50,21 @@ def shared_data():
     if not path.is_dir():
         pytest.skip(f"real datasets not available: {path} is absent (only in the project's build environment)")
     return path
+
+
+def write_dicom(path: Path, arr: np.ndarray, bits: int, photometric: str = "MONOCHROME2") -> None:
+    """A one-frame secondary-capture DICOM file of ``arr`` (pydicom), as a scanner export would store it."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "OT"
+    ds.set_pixel_data(arr, photometric, bits)
+    ds.save_as(path, enforce_file_format=True)

@@ -18,7 +18,7 @@ from PIL import Image
 from medsynbench.benchmark.data import DataError, load_dataset
 from medsynbench.benchmark.data.check import check_dataset
 from medsynbench.benchmark.data.config import DatasetConfig, keys_markdown
-from tests.conftest import REPO
+from tests.conftest import REPO, write_dicom
 
 DOC = REPO / "docs" / "datasets.md"
 CLI = [sys.executable, "-m", "medsynbench"]
@@ -144,24 +144,11 @@ def build_metaimage(root: Path, n: int = 4) -> None:
 
 
 def build_dicom(root: Path, n: int = 24) -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
     for i in range(n):
         img, mask = _scene(24, 400 + i)
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-        meta.MediaStorageSOPInstanceUID = generate_uid()
-        meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds = Dataset()
-        ds.file_meta = meta
-        ds.SOPClassUID = SecondaryCaptureImageStorage
-        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.Modality = "OT"
-        ds.set_pixel_data(img.astype(np.uint16) * 16, "MONOCHROME2", 12)
-        ds.save_as(root / "images" / f"im{i:02d}.dcm", enforce_file_format=True)
+        write_dicom(root / "images" / f"im{i:02d}.dcm", img.astype(np.uint16) * 16, 12)
         Image.fromarray(mask).save(root / "masks" / f"im{i:02d}.png")
 
 

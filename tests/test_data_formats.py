@@ -13,6 +13,7 @@ from PIL import Image
 
 from medsynbench.benchmark.data import DataConfig, load_dataset
 from medsynbench.benchmark.data.preprocess import normalise
+from tests.conftest import write_dicom
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -278,23 +279,6 @@ def test_metaimage_matches_nifti_orientation(tmp_path):
     assert mhd.train.images[0, 0, 0, 0].item() == 1.0  # marker voxel at x=0, y=0
 
 
-def _dicom(path: Path, arr: np.ndarray, bits: int, photometric: str = "MONOCHROME2") -> None:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
-
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = Dataset()
-    ds.file_meta = meta
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OT"
-    ds.set_pixel_data(arr, photometric, bits)
-    ds.save_as(path, enforce_file_format=True)
-
-
 def test_dicom_folder_8_and_16_bit_with_masks(tmp_path):
     (tmp_path / "dcm").mkdir()
     (tmp_path / "masks").mkdir()
@@ -303,9 +287,9 @@ def test_dicom_folder_8_and_16_bit_with_masks(tmp_path):
     mask = np.zeros((16, 12), np.uint8)
     mask[4:12, 2:10] = 255
     for i in range(4):
-        _dicom(tmp_path / "dcm" / f"ct{i}.dcm", img12, 12)
+        write_dicom(tmp_path / "dcm" / f"ct{i}.dcm", img12, 12)
         Image.fromarray(mask).save(tmp_path / "masks" / f"ct{i}.png")
-    _dicom(tmp_path / "dcm" / "ct4.dcm", img12, 12, "MONOCHROME1")
+    write_dicom(tmp_path / "dcm" / "ct4.dcm", img12, 12, "MONOCHROME1")
     Image.fromarray(mask).save(tmp_path / "masks" / "ct4.png")
     cfg = dict(name="dcm", format="dicom", root=str(tmp_path), images_dir="dcm", masks_dir="masks",
                mask_pattern="{stem}.png", split="random", val_fraction=0.0, test_fraction=0.4)
@@ -319,7 +303,7 @@ def test_dicom_folder_8_and_16_bit_with_masks(tmp_path):
         assert (left, right) == ((1.0, -1.0) if i == "ct4" else (-1.0, 1.0))
         assert masks[k].sum().item() == 64
     for i in range(3):
-        _dicom(tmp_path / "dcm" / f"ct{i}.dcm", (img12 // 16).astype(np.uint8), 8)
+        write_dicom(tmp_path / "dcm" / f"ct{i}.dcm", (img12 // 16).astype(np.uint8), 8)
     b8 = load_dataset({**cfg, "masks_dir": None}, {"image_size": 8})
     assert b8.train.masks is None and b8.meta["source_max_values"] == ["255.0", "4095.0"]
 
