@@ -27,6 +27,13 @@ from medsynbench.benchmark.config import (DatasetCheckConfig, EvaluateConfig, Ev
                                            ReportConfig, RunConfig, StatusConfig, register_configs)
 
 register_configs()
+from medsynbench.benchmark.latent import ProjectConfig, SefaConfig  # noqa: E402  (registered by register_configs)
+from medsynbench.benchmark.turing.config import TuringConfig, register_turing_config  # noqa: E402
+
+register_turing_config()
+from medsynbench.benchmark.zoo.cli import ExportConfig, ZooConfig, register as register_zoo_configs  # noqa: E402
+
+register_zoo_configs()
 CONF_DIR = str(config_dir())
 log = logging.getLogger("medsynbench")
 
@@ -236,6 +243,73 @@ def dataset_check_app(cfg: DictConfig) -> None:
         raise SystemExit(1)
 
 
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="project")
+@reports_user_errors
+def project_app(cfg: DictConfig) -> None:
+    """Project real images into a generator's latent space; authenticity by projection (benchmark/latent.py)."""
+    from medsynbench.benchmark.latent import project_command
+
+    s = project_command(cfg)
+    d = s["distance_to_projection"]
+    print(f"[medsynbench] projected {d['n']} images into {s['protocol']['space']}: {s['embedding']['name']} "
+          f"{s['protocol']['embedding']['metric']} distance to projection mean {d['mean']:.4g}, median "
+          f"{d['median']:.4g}, quartiles {d['q1']:.4g} / {d['q3']:.4g}; too close (< Q1 real-real "
+          f"{s['q1_real_real']:.4g}): {s['n_too_close']} ({s['fraction_too_close']:.1%}); outputs in {s['out_dir']}")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="sefa")
+@reports_user_errors
+def sefa_app(cfg: DictConfig) -> None:
+    """SeFa directions, edit grids, walks and a slider page (benchmark/latent.py)."""
+    from medsynbench.benchmark.latent import sefa_command
+
+    s = sefa_command(cfg)
+    print(f"[medsynbench] {len(s['eigenvalues'])} SeFa directions in {s['space']} ({', '.join(s['layers'])}), "
+          f"eigenvalues {', '.join(f'{v:.3g}' for v in s['eigenvalues'])}; grid {s['files']['grid']}, "
+          f"sliders {s['files']['slider']}")
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="turing")
+@reports_user_errors
+def turing_app(cfg: DictConfig) -> None:
+    """A visual Turing test: create a study, serve it, add raters, follow progress, analyse (docs/turing.md)."""
+    from medsynbench.benchmark.turing.actions import run_action
+
+    run_action(cfg)
+
+
+def turing_command() -> None:
+    """``medsynbench turing <action> [overrides]``: the action word becomes ``action=<action>``."""
+    if len(sys.argv) > 1 and "=" not in sys.argv[1] and not sys.argv[1].startswith("-"):  # unknown ones: named
+        sys.argv[1] = f"action={sys.argv[1]}"
+    turing_app()
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
+@reports_user_errors
+def export_app(cfg: DictConfig) -> None:
+    """A trained run (or a sweep's best run by a metric) as a safe model package (docs/zoo.md)."""
+    from medsynbench.benchmark.zoo.cli import export_task
+
+    export_task(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="zoo")
+@reports_user_errors
+def zoo_app(cfg: DictConfig) -> None:
+    """Generator zoo: registries, search, rank, generate, grids (docs/zoo.md)."""
+    from medsynbench.benchmark.zoo.cli import zoo_task
+
+    zoo_task(cfg)
+
+
+def zoo_command() -> None:
+    """``medsynbench zoo <action> [overrides]``: the action word becomes ``action=<action>``."""
+    if len(sys.argv) > 1 and "=" not in sys.argv[1] and not sys.argv[1].startswith("-"):
+        sys.argv[1] = f"action={sys.argv[1]}"
+    zoo_app()
+
+
 COMMANDS = {
     "train": (train_app, "train one run (or a --multirun sweep), then evaluate and record it"),
     "evaluate": (evaluate_app, "evaluate an existing run directory: run_dir=<path>"),
@@ -246,6 +320,14 @@ COMMANDS = {
     "sweep-status": (status_app, "alias of status"),
     "dataset-check": (dataset_check_app, "load a dataset without training and report/warn: dataset=<name> "
                                          "[--config-dir <dir>]"),
+    "project": (project_app, "project real images into a GAN's latent space + authenticity: run_dir=<dir> "
+                             "[images=test|<folder>]"),
+    "sefa": (sefa_app, "SeFa latent directions, edit grids, walks, slider page: run_dir=<dir> k=5 strengths=[-3,0,3]"),
+    "turing": (turing_command, "visual Turing test web app: turing create|serve|add-rater|progress|results "
+                               "study_dir=<dir> ..."),
+    "export": (export_app, "a run as a safe model package: run_dir=<dir> | sweep_dir=<dir> metric=<name>"),
+    "zoo": (zoo_command, "generator zoo: zoo list|find|rank|generate|find-rank-generate|add|import-medigan|grids"
+                         "|verify registries=[...] ..."),
 }
 
 
@@ -314,7 +396,8 @@ def _report(command: str, err: BaseException, debug: bool) -> None:
 
 SCHEMAS = {"train": RunConfig, "evaluate-folder": EvaluateFolderConfig, "evaluate": EvaluateConfig,
            "leaderboard": LeaderboardConfig, "status": StatusConfig, "dataset-check": DatasetCheckConfig,
-           "report": ReportConfig, "sweep-status": StatusConfig}
+           "report": ReportConfig, "sweep-status": StatusConfig, "project": ProjectConfig, "sefa": SefaConfig,
+           "turing": TuringConfig, "export": ExportConfig, "zoo": ZooConfig}
 
 
 def user_message(command: str, err: BaseException) -> str:

@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
 from medsynbench.benchmark.data.config import DataConfig, DatasetConfig
+from medsynbench.benchmark.federated.config import FederatedConfig
 from medsynbench.benchmark.utils import REPO_ROOT
 
 
@@ -74,6 +75,7 @@ class RunConfig:
     evaluate_step: Optional[int] = None  # checkpoint step to evaluate (null = the last); needs that snapshot kept
     retry_failed: bool = False        # a relaunch skips runs recorded as failed unless true (in no id)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)  # the value a sweeper optimises
+    federated: FederatedConfig = field(default_factory=FederatedConfig)  # conf/federated/ (none = central training)
 
 
 @dataclass
@@ -185,3 +187,6 @@ def register_configs() -> None:
     cs.store(name="status_schema", node=StatusConfig)
     cs.store(name="report_schema", node=ReportConfig)
     cs.store(name="dataset_check_schema", node=DatasetCheckConfig)
+    from medsynbench.benchmark.latent import register_latent_configs  # project / sefa schemas (benchmark/latent.py)
+
+    register_latent_configs()

@@ -20,11 +20,13 @@ EVALUATION_FIELDS = ("metrics", "downstream", "collapsed", "collapse_reasons", "
                      "n_samples", "sample_counts", "mask_source")
 
 
-def sample_imageset(gan, n: int, seed: int, bundle: DatasetBundle, batch_size: int) -> ImageSet:
-    """n synthetic samples; conditional GANs get labels drawn with the real training label frequencies, mask-conditioned
-    GANs get real training masks (``gan.mask_source`` says where a sample's mask came from)."""
-    labels = None
-    if getattr(gan, "num_classes", 0) and bundle.train.labels is not None:
+def sample_imageset(gan, n: int, seed: int, bundle: DatasetBundle, batch_size: int, labels=None) -> ImageSet:
+    """n synthetic samples; conditional GANs get ``labels`` when given (e.g. a class-balancing plan), else labels drawn
+    with the real training label frequencies; mask-conditioned GANs get real training masks (``gan.mask_source`` says
+    where a sample's mask came from)."""
+    if labels is not None:
+        labels = torch.as_tensor(labels, dtype=torch.long)
+    elif getattr(gan, "num_classes", 0) and bundle.train.labels is not None:
         g = torch.Generator().manual_seed(seed)
         labels = bundle.train.labels[torch.randint(len(bundle.train), (n,), generator=g)]
     # a mask-conditioned generator (SPADE) draws images for real training masks, as the empirical study did
@@ -53,7 +55,8 @@ def evaluate_gan(cfg, gan, bundle: DatasetBundle, device: torch.device, out_dir:
     synthetic side of a Fréchet distance has a full-rank covariance); the downstream set has as many pairs as the
     downstream settings ask for (``synthetic_n``, ``mix_ratio`` / ``mix_n``; see downstream/runner.py)."""
     from medsynbench.benchmark.defaults import metric_sample_count, resolve_run_config
-    from medsynbench.downstream.runner import planned_synthetic
+    from medsynbench.downstream.runner import planned_balancing, planned_synthetic
+    from medsynbench.downstream.synthetic import plan_labels, sample_chunked
 
     cfg = resolve_run_config(cfg)  # downstream=auto -> the option that fits dataset.task
     timings: dict[str, float] = {}
@@ -68,16 +71,43 @@ def evaluate_gan(cfg, gan, bundle: DatasetBundle, device: torch.device, out_dir:
     timings["sample_s"] = time.perf_counter() - t0
     planned = planned_synthetic(cfg.downstream, len(bundle.train))
     n_downstream = max(planned.values(), default=0)
-    downstream_synthetic = None
+    downstream_synthetic, balance_synthetic, generation = None, None, {}
+    if n_downstream or planned_balancing(cfg.downstream, bundle.train, bundle.num_classes, cfg.seed):
+        from medsynbench.downstream.config import parse_settings
+
+        ds = parse_settings(cfg.downstream)
+        tmp = Path(cfg.paths.cache_dir) / "tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
     if n_downstream:
-        log.info("evaluation: sampling %d synthetic pairs for the downstream tasks (%s)", n_downstream,
-                 ", ".join(f"{k}: {v}" for k, v in planned.items() if v))
+        log.info("evaluation: sampling %d synthetic pairs for the downstream tasks (%s), in chunks of %d",
+                 n_downstream, ", ".join(f"{k}: {v}" for k, v in planned.items() if v), ds.synthetic_chunk)
         t0 = time.perf_counter()
-        downstream_synthetic = sample_imageset(gan, n_downstream, seed=cfg.seed + 2_000_003, bundle=bundle,
-                                               batch_size=batch_size)
+        base_seed = cfg.seed + 2_000_003  # chunk k > 0: its own seed (one chunk = the single call of before)
+        downstream_synthetic, generation["downstream"] = sample_chunked(
+            lambda start, stop, k: sample_imageset(gan, stop - start, seed=base_seed + 7919 * k, bundle=bundle,
+                                                   batch_size=batch_size),
+            n_downstream, ds.synthetic_chunk, ds.synthetic_ram_mb, str(tmp))
         timings["sample_downstream_s"] = time.perf_counter() - t0
+    plan = planned_balancing(cfg.downstream, bundle.train, bundle.num_classes, cfg.seed)
+    if sum(plan.values()) and getattr(gan, "num_classes", 0):
+        # real_balanced: the minority classes' images, sampled class by class from the class-conditional GAN
+        labels = plan_labels(plan)
+        log.info("evaluation: sampling %d synthetic images for class balancing (per class: %s)", len(labels), plan)
+        t0 = time.perf_counter()
+        bal_seed = cfg.seed + 3_000_017
+        balance_synthetic, generation["real_balanced"] = sample_chunked(
+            lambda start, stop, k: sample_imageset(gan, stop - start, seed=bal_seed + 7919 * k, bundle=bundle,
+                                                   batch_size=batch_size, labels=labels[start:stop]),
+            len(labels), ds.synthetic_chunk, ds.synthetic_ram_mb, str(tmp))
+        timings["sample_balancing_s"] = time.perf_counter() - t0
+    elif sum(plan.values()):
+        log.warning("evaluation: real_balanced needs a class-conditional GAN; %s is unconditional (skipped)",
+                    getattr(gan, "name", type(gan).__name__))
     result = evaluate_synthetic(cfg, synthetic, bundle, device, out_dir, prepared=prepared,
-                                downstream_synthetic=downstream_synthetic, timings=timings)
+                                downstream_synthetic=downstream_synthetic, timings=timings,
+                                balance_synthetic=balance_synthetic)
+    if generation:
+        result["sample_counts"]["synthetic_generation"] = generation
     result["sample_counts"]["n_synthetic_metrics_rule"] = rule
     result["mask_source"] = getattr(gan, "mask_source", None)
     for row in result["downstream"]:
@@ -163,7 +193,8 @@ def generator_metrics(cfg, gan, device: torch.device, timings: dict) -> list[dic
 
 def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: torch.device,
                        out_dir: Path | None = None, prepared: list[PreparedExtractor] | None = None,
-                       downstream_synthetic: ImageSet | None = None, timings: dict | None = None) -> dict:
+                       downstream_synthetic: ImageSet | None = None, timings: dict | None = None,
+                       balance_synthetic: ImageSet | None = None) -> dict:
     """All requested metrics from one feature pass per extractor (real features cached), then the downstream task
     (trained on ``downstream_synthetic``, default: ``synthetic`` itself, e.g. a folder's images). Artefacts (the
     memorisation closest-pairs grid) are written to ``out_dir`` when given and listed in the result. Each phase logs
@@ -181,12 +212,14 @@ def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: 
     artifacts: dict[str, str] = {}
     if prepared is None:
         prepared = prepare_extractors(cfg, bundle, device, timings)
+    synthetic_feats = {}  # per extractor, for the feature-space maps
     for p in prepared:
         log.info("evaluation: %s features of %d synthetic images", p.name, len(synthetic))
         t0 = time.perf_counter()
         fake_feats = p.extractor.features(synthetic.images, batch_size=batch_size, device=str(device),
                                           progress=_progress(cfg))
         timings[f"features_synthetic_{p.name}_s"] = time.perf_counter() - t0
+        synthetic_feats[p.name] = fake_feats
         for metric in p.metrics:  # one call each (prdc: its four numbers share one k-NN pass), each timed
             t0 = time.perf_counter()
             metric_records += compute_feature_metrics(p.real_feats, fake_feats, names=[metric], extractor=p.desc,
@@ -211,13 +244,28 @@ def evaluate_synthetic(cfg, synthetic: ImageSet, bundle: DatasetBundle, device: 
                 rec["grid"] = str(grid)
 
     downstream_synthetic = synthetic if downstream_synthetic is None else downstream_synthetic
+    from medsynbench.downstream.config import parse_settings
+
+    maps_cfg = parse_settings(cfg.downstream).maps
+    models: dict | None = {} if (maps_cfg.enabled and maps_cfg.task_encoder) else None
     t0 = time.perf_counter()
+    # real / real_augmented do not depend on the GAN: cached by content (downstream/cache.py), reused across a sweep
     downstream_records = run_downstream(cfg.downstream, real_train=bundle.train, synthetic=downstream_synthetic,
                                         real_test=bundle.test, num_mask_classes=bundle.num_mask_classes,
-                                        num_classes=bundle.num_classes, device=str(device), seed=cfg.seed)
+                                        num_classes=bundle.num_classes, device=str(device), seed=cfg.seed,
+                                        balance_synthetic=balance_synthetic,
+                                        cache_dir=Path(cfg.paths.cache_dir) / "downstream", models_out=models)
     timings["downstream_s"] = time.perf_counter() - t0
     for rec in downstream_records:  # one per condition (a condition's records share its seconds)
         timings[f"downstream_{rec['task']}@{rec['train_on']}_s"] = rec.get("seconds") or 0.0
+    if maps_cfg.enabled and out_dir is not None:
+        from medsynbench.benchmark.maps import feature_maps
+
+        log.info("evaluation: feature-space maps (%s)", ", ".join(maps_cfg.methods))
+        t0 = time.perf_counter()
+        artifacts.update(feature_maps(cfg, maps_cfg, bundle, synthetic, prepared, synthetic_feats, models, device,
+                                      Path(out_dir) / "maps"))
+        timings["maps_s"] = time.perf_counter() - t0
     collapse = detect_collapse(metric_records)
     if collapse["collapsed"]:
         log.warning("generator flagged as collapsed: %s", "; ".join(collapse["reasons"]))

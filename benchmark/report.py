@@ -47,7 +47,14 @@ def _sections() -> dict[str, Callable]:
         "fd_rr_vs_fd_rs": F.fd_rr_vs_fd_rs,
         "sample_grids": F.sample_grids,
         "training_curves": F.training_curves,
+        "federated_curves": _federated_curves,  # opt-in (not in SECTIONS): sections=[federated_curves]
     }
+
+
+def _federated_curves(ctx, out_dir):
+    from medsynbench.benchmark.federated.curves import report_section
+
+    return report_section(ctx, out_dir)
 
 
 SECTIONS = ("empirical_table2", "delentropy_fd_vs_size", "dermatology_table1", "dermatology_table2",
@@ -193,7 +200,7 @@ def build_report(store_dir: str | Path, out_dir: str | Path, where: dict | None 
     wanted = list(SECTIONS if sections is None else sections)
     unknown = [s for s in wanted if s not in registry]
     if unknown:
-        raise ConfigError(f"report sections {unknown} unknown; valid sections: {', '.join(SECTIONS)}")
+        raise ConfigError(f"report sections {unknown} unknown; valid sections: {', '.join(registry)}")
     out_dir = Path(out_dir)
     ids = sweep_record_ids(sweep_dir, results_dir) if sweep_dir else None
     rows, records = select_records(store_dir, where, include_failed, ids)

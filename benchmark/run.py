@@ -55,7 +55,14 @@ def _training_keys(cfg: DictConfig) -> tuple[str, dict]:
     """(readable prefix: dataset, GAN, size, seed; the flattened keys that determine the weights)."""
     size = cfg.data.train_size if cfg.data.train_size is not None else "all"
     kept = {k: v for k, v in flatten_config(cfg).items() if not _matches(k, VOLATILE_KEYS + EVALUATION_KEYS)}
-    return f"{cfg.dataset.name}-{cfg.gan.name}-n{size}-s{cfg.seed}", kept
+    # federated=none adds nothing (ids of central runs are unchanged); a federated run's id covers its settings
+    from medsynbench.benchmark.federated.config import RUNTIME_KEYS, enabled
+
+    fed = enabled(cfg)
+    kept = {k: v for k, v in kept.items() if not _matches(k, ("federated",) if not fed else
+                                                           tuple(f"federated.{r}" for r in RUNTIME_KEYS))}
+    suffix = f"-fed{cfg.federated.mode.replace('_', '')}" if fed else ""
+    return f"{cfg.dataset.name}-{cfg.gan.name}-n{size}-s{cfg.seed}{suffix}", kept
 
 
 def training_id(cfg: DictConfig, data_meta: dict) -> str:
@@ -234,6 +241,10 @@ def _execute(cfg: DictConfig, raise_on_failure: bool) -> dict:
     # One process per run directory: a duplicate launch (two sweeps, a relaunch while the first still runs) waits here
     # and then finds the work done. The OS releases the lock of a killed process.
     with file_lock(run_dir / RUN_LOCK):
+        from medsynbench.benchmark.federated import enabled, run_federated
+
+        if enabled(cfg):  # federated=<preset>: clients, rounds, per-client evaluation (benchmark/federated/)
+            return run_federated(cfg, bundle, tid, run_dir, device, raise_on_failure)
         return _execute_locked(cfg, bundle, tid, eid, run_dir, device, data_s, t_start, raise_on_failure)
 
 

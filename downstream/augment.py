@@ -32,9 +32,22 @@ def build_transform(s: AugmentSettings) -> v2.Transform:
         steps.append(v2.RandomAffine(degrees=s.degrees, translate=(s.translate, s.translate) if s.translate else None,
                                      scale=tuple(s.scale), interpolation=v2.InterpolationMode.BILINEAR,
                                      fill={tv_tensors.Image: 0.0, tv_tensors.Mask: 0}))
+    if s.elastic_alpha and s.elastic_p:
+        # masks are resampled with nearest interpolation by v2 itself (tv_tensors.Mask)
+        steps.append(v2.RandomApply([v2.ElasticTransform(alpha=s.elastic_alpha, sigma=s.elastic_sigma,
+                                                         interpolation=v2.InterpolationMode.BILINEAR,
+                                                         fill={tv_tensors.Image: 0.0, tv_tensors.Mask: 0})],
+                                    p=s.elastic_p))
     if s.brightness or s.contrast:
         steps.append(v2.ColorJitter(brightness=s.brightness or None, contrast=s.contrast or None))
     return v2.Compose(steps)
+
+
+#: ``downstream.augment_flip``: the random horizontal + vertical flips every scenario but real_augmented trains with
+FLIPS_ONLY = AugmentSettings(hflip=0.5, vflip=0.5, degrees=0.0, translate=0.0, scale=[1.0, 1.0], brightness=0.0,
+                             contrast=0.0, elastic_alpha=0.0)
+NO_AUGMENTATION = AugmentSettings(hflip=0.0, vflip=0.0, degrees=0.0, translate=0.0, scale=[1.0, 1.0], brightness=0.0,
+                                  contrast=0.0, elastic_alpha=0.0)
 
 
 class Augmenter:
@@ -49,9 +62,13 @@ class Augmenter:
             settings = AugmentSettings(**settings)
         self.settings = settings
         self.transform = build_transform(settings)
+        self.identity = not self.transform.transforms
         self.normalise = normalise
 
     def __call__(self, images: torch.Tensor, masks: torch.Tensor | None, generator: torch.Generator):
+        images = images.float()
+        if self.identity:  # no augmentation (augment_flip: false): normalisation only, no random draw
+            return (self.normalise(images) if self.normalise is not None else images), masks
         seed = int(torch.randint(0, 2 ** 62, (1,), generator=generator))
         if images.shape[1] not in (1, 3) and (self.settings.brightness or self.settings.contrast):
             raise ValueError(f"real_augmented: brightness/contrast need 1- or 3-channel images, got {images.shape[1]} "

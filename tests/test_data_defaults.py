@@ -140,7 +140,7 @@ def test_binary_segmentation_reports_dice_once():
             "decoder_channels": [16, 8, 4], "progress": False}
     records = run_downstream(tiny, _pairs(6, 0), _pairs(6, 1), _pairs(4, 2), num_mask_classes=2, num_classes=0,
                              seed=0, train_on=("real",))
-    assert [r["metric"] for r in records] == ["dice_unet"]
+    assert [r["metric"] for r in records] == ["dice_unet", "iou_unet"]  # binary: no per-class Dice / IoU
 
 
 def test_mix_ratio_one_adds_one_synthetic_pair_per_real_image_and_counts_are_recorded(smoke_cfg):
@@ -151,7 +151,7 @@ def test_mix_ratio_one_adds_one_synthetic_pair_per_real_image_and_counts_are_rec
     by = {d["train_on"]: d for d in record["downstream"]}
     assert (by["real+synthetic"]["n_train_real"], by["real+synthetic"]["n_train_synthetic"]) == (16, 16)
     assert (by["synthetic"]["n_train_real"], by["synthetic"]["n_train_synthetic"]) == (0, 16)
-    assert {d["metric"] for d in record["downstream"]} == {"dice_unet"}  # binary masks: Dice once
+    assert {d["metric"] for d in record["downstream"]} == {"dice_unet", "iou_unet"}  # binary masks: Dice once
     counts = record["sample_counts"]
     assert counts["n_real_test"] == 8 and counts["n_real_train"] == 16 and counts["n_synthetic_metrics"] == 33
     assert counts["n_synthetic_downstream"] == {"synthetic": 16, "real+synthetic": 16}

@@ -100,7 +100,8 @@ def test_real_augmented_scenario_is_scored_on_the_real_test_split(isic_mini, one
     assert aug["n_train_synthetic"] == 0 and aug["steps"] == TINY_SEG["steps"] and not aug.get("skipped")
     assert 0.0 <= aug["value"] <= 1.0
     assert aug["augment"] == {"hflip": 0.5, "vflip": 0.5, "degrees": 15.0, "translate": 0.05, "scale": [0.9, 1.1],
-                              "brightness": 0.1, "contrast": 0.1}
+                              "brightness": 0.1, "contrast": 0.1, "elastic_alpha": 0.0, "elastic_sigma": 5.0,
+                              "elastic_p": 0.5}
     assert "augment" not in real
     # the same initialisation and batches, other inputs: the augmented model is a different model
     assert aug["final_train_loss"] != real["final_train_loss"]
@@ -116,5 +117,5 @@ def test_real_augmented_classification_uses_labels(isic_mini, one_thread):
     cfg = {"task": "classification", "model": "efficientnet_b0", "steps": 2, "batch_size": 4, "progress": False}
     recs = run_downstream(cfg, isic_mini.train, None, isic_mini.test, num_mask_classes=2, num_classes=3,
                           device="cpu", seed=0, train_on=("real_augmented",))
-    assert {r["metric"] for r in recs} == {"acc_efficientnet", "bacc_efficientnet", "auc_efficientnet"}
+    assert {r["metric"] for r in recs} == {"acc_efficientnet", "bacc_efficientnet", "auc_efficientnet", "f1_efficientnet"}
     assert all(r["train_on"] == "real_augmented" and r["n_test"] == 80 for r in recs)

@@ -11,7 +11,8 @@ from medsynbench.benchmark.data.types import ImageSet
 from medsynbench.downstream import list_tasks, parse_settings, run_downstream
 from medsynbench.downstream.classification import classification_scores
 from medsynbench.downstream.segmentation import dice_per_class
-from medsynbench.downstream.training import batch_stream, random_flips
+from medsynbench.downstream.augment import FLIPS_ONLY, Augmenter
+from medsynbench.downstream.training import batch_stream
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "downstream"
 TINY_SEG = {"task": "segmentation", "encoder_depth": 3, "decoder_channels": [16, 8, 4], "steps": 3, "batch_size": 4,
@@ -63,10 +64,10 @@ def test_batches_cover_each_epoch_and_flips_move_masks_with_images():
     stream = batch_stream(10, 4, torch.Generator().manual_seed(0))
     first = torch.cat([next(stream) for _ in range(5)])
     assert sorted(first[:10].tolist()) == list(range(10)) and sorted(first[10:20].tolist()) == list(range(10))
-    images = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4).repeat(8, 1, 1, 1)
-    masks = images[:, 0].long()
-    flipped, fmasks = random_flips(images, masks, torch.Generator().manual_seed(1))
-    assert torch.equal(flipped[:, 0].long(), fmasks)
+    images = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4).repeat(8, 1, 1, 1) / 31 * 2 - 1
+    masks = torch.arange(2 * 16).reshape(2, 4, 4).repeat(8, 1, 1)
+    flipped, fmasks = Augmenter(FLIPS_ONLY)(images, masks, torch.Generator().manual_seed(1))  # torchvision v2 flips
+    assert torch.equal(((flipped[:, 0] + 1) / 2 * 31).round().long(), fmasks)
     assert not torch.equal(flipped, images)
 
 
@@ -75,7 +76,8 @@ def test_segmentation_records_and_mixing():
     recs = run_downstream(cfg, _set(8, 0), _set(12, 1), _set(6, 2), num_mask_classes=3, num_classes=2,
                           device="cpu", seed=0)
     by = {(r["metric"], r["train_on"]): r for r in recs}
-    assert set(by) == {(m, t) for m in ("dice_unet", "dice_unet_class1", "dice_unet_class2")
+    assert set(by) == {(m, t) for m in ("dice_unet", "dice_unet_class1", "dice_unet_class2", "iou_unet",
+                                        "iou_unet_class1", "iou_unet_class2")
                        for t in ("real", "synthetic", "real+synthetic")}
     for r in recs:
         assert REQUIRED <= set(r) and not r.get("skipped")
@@ -92,7 +94,7 @@ def test_classification_records_and_train_on_subset():
     recs = run_downstream({**TINY_CLS, "model": "efficientnet_b0"}, _set(8, 0, c=1, num_classes=3),
                           _set(8, 1, c=1, num_classes=3), _set(6, 2, c=1, num_classes=3),
                           num_mask_classes=0, num_classes=3, device="cpu", seed=0, train_on=("synthetic",))
-    assert [r["metric"] for r in recs] == ["acc_efficientnet", "bacc_efficientnet", "auc_efficientnet"]
+    assert [r["metric"] for r in recs] == ["acc_efficientnet", "bacc_efficientnet", "auc_efficientnet", "f1_efficientnet"]
     assert all(r["train_on"] == "synthetic" and r["model"] == "efficientnet_b0" and 0 <= r["value"] <= 1 for r in recs)
 
 
