@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from medsynbench.benchmark.federated import core
 from medsynbench.benchmark.federated.partition import make_partition
 from medsynbench.benchmark.run import _training_keys, execute_run
+
 from tests.conftest import REPO, compose_config
 
 FED = ["train=smoke", "data.image_size=16", "device=cpu", "metrics=smoke", "gan.g_filters=8", "gan.d_filters=8",
@@ -41,7 +41,6 @@ def test_partition_is_patient_disjoint_sized_by_ratio_and_keeps_class_proportion
     import shutil
 
     import pandas as pd
-
     from medsynbench.benchmark.data import load_dataset
 
     data = tmp_path / "mini"
@@ -175,7 +174,6 @@ def test_strategies_aggregate_independently_of_arrival_order_and_fedadam_steps_f
     import numpy as np
     from flwr.common import parameters_to_ndarrays
     from flwr.server.strategy import FedAvg
-
     from medsynbench.benchmark.federated.server import make_strategy
 
     rng = np.random.default_rng(0)
@@ -216,7 +214,7 @@ def test_curves_from_store_records_give_per_client_rounds_to_target_and_a_figure
     from medsynbench.benchmark.federated import curves as C
     from medsynbench.benchmark.store import load_records
 
-    rec, root = fedavg_run
+    _, root = fedavg_run
     frame = C.curve_rows(load_records(root / "results" / "store"))
     assert C.fd_metric(frame) == "fd_random_cnn"
     curve = C.main_curves(frame, "fd_random_cnn")

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import torch
-
 from medsynbench.benchmark.federated import core
 
 log = logging.getLogger("medsynbench.federated.client")

@@ -17,5 +17,5 @@ def setup(fed: Path, role: str):
                         format=f"%(asctime)s {role} %(levelname)s %(name)s: %(message)s")
     cfg = OmegaConf.load(fed / "config.yaml")
     plan = json.loads((fed / "plan.json").read_text())
-    torch.set_num_threads(int(cfg.get("num_threads") or os.environ.get("MEDSYNBENCH_FED_THREADS", 1)))
+    torch.set_num_threads(int(cfg.get("num_threads") or os.environ.get("MEDSYNBENCH_FED_THREADS", "1")))
     return cfg, plan

@@ -3,7 +3,6 @@ train``. Registered through :class:`benchmark.config.RunConfig` so that a misspe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
 
 MODES = ("none", "flower", "local_only", "central")
 STRATEGIES = ("fedavg", "fedprox", "fedadam")
@@ -16,7 +15,7 @@ RUNTIME_KEYS = ("name", "address", "port", "round_timeout_s", "max_restarts", "e
 @dataclass
 class PartitionConfig:
     by: str = "auto"                  # auto: the dataset's patient/site column (group_column/group_pattern), else random | group | random
-    ratios: List[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # relative client sizes; one per client
+    ratios: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])  # relative client sizes; one per client
     labels: str = "keep"              # keep: every client has the pool's class proportions | skew: Dirichlet per class
     skew_alpha: float = 0.5           # labels=skew: Dirichlet concentration (small = strongly skewed)
     seed: int = 0                     # seed of the assignment of patients/images to clients
@@ -36,12 +35,12 @@ class FederatedConfig:
     strategy: str = "fedavg"          # fedavg | fedprox | fedadam (Flower strategies)
     rounds: int = 10                  # federated rounds
     local_steps: int = 100            # sync interval: generator steps each client trains between two averagings
-    central_steps: Optional[int] = None  # mode=central: steps per round; null = clients x local_steps (equal compute)
+    central_steps: int | None = None  # mode=central: steps per round; null = clients x local_steps (equal compute)
     partition: PartitionConfig = field(default_factory=PartitionConfig)
     average: AverageConfig = field(default_factory=AverageConfig)
     proximal_mu: float = 0.01         # fedprox: weight of the proximal term pulling local weights to the global ones
     server_lr: float = 0.01           # fedadam: server learning rate (eta)
-    server_betas: List[float] = field(default_factory=lambda: [0.9, 0.99])  # fedadam: beta_1, beta_2
+    server_betas: list[float] = field(default_factory=lambda: [0.9, 0.99])  # fedadam: beta_1, beta_2
     server_tau: float = 1e-3          # fedadam: adaptivity (epsilon) of the server optimiser
     eval_every: int = 1               # evaluate every N rounds (the last round always)
     address: str = "127.0.0.1"        # server address the clients dial (loopback here; a hospital VPN endpoint there)

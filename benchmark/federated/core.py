@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from medsynbench.benchmark.data.types import DatasetBundle, ImageSet
 from omegaconf import OmegaConf
 
-from medsynbench.benchmark.data.types import DatasetBundle, ImageSet
 from medsynbench.io import atomic_torch_save, atomic_write_json, stable_hash
 
 log = logging.getLogger(__name__)
@@ -121,8 +121,9 @@ def train_local(cfg, gan, optimizers, data: ImageSet, start_step: int, n_steps: 
     """``n_steps`` GAN steps on ``data`` from global step ``start_step`` (batch order: a pure function of (seed,
     step), as in the central loop). ``prox=(mu, global tensors by key)``: FedProx's proximal term, applied as its
     gradient step after each update (w <- w - lr * mu * (w - w_global)). Returns the last losses."""
-    from medsynbench.amp import Amp
     from medsynbench.benchmark.train_loop import batch_indices
+
+    from medsynbench.amp import Amp
 
     tcfg = cfg.train
     amp = Amp(device.type, cfg.precision)
@@ -169,9 +170,8 @@ class Evaluator:
     baseline; a U-Net encoder trained on it is then a shared, pre-agreed instrument, as an ImageNet Inception is)."""
 
     def __init__(self, cfg, bundle: DatasetBundle, client: ClientData, device):
-        from omegaconf import open_dict
-
         from medsynbench.benchmark.evaluate import prepare_extractors
+        from omegaconf import open_dict
 
         self.cfg = cfg = eval_cfg(cfg)
         self.client, self.device = client, device
@@ -221,7 +221,6 @@ def _compact(m: dict) -> dict:
 def eval_cfg(cfg):
     """The run config with downstream off: per-round evaluation scores the generator with the metrics only."""
     from medsynbench.benchmark.defaults import resolve_run_config
-
     from omegaconf import open_dict
 
     cfg = copy.deepcopy(resolve_run_config(cfg))

@@ -78,7 +78,7 @@ def summary_tables(frame: pd.DataFrame, metric: str | None = None, targets: dict
     metric = metric or fd_metric(frame)
     curves = main_curves(frame, metric)
     targets = targets or default_targets(curves, slack)
-    col = lambda r: MODE_LABEL.get(r["mode"], r["mode"]) + (f" [{r['strategy']}]" if r["mode"] == "flower" else "")  # noqa: E731
+    col = lambda r: MODE_LABEL.get(r["mode"], r["mode"]) + (f" [{r['strategy']}]" if r["mode"] == "flower" else "")
     rt = rounds_to_target(curves, targets)
     rt["column"] = rt.apply(col, axis=1)
     conv = rt.pivot(index="client", columns="column", values="round")
@@ -126,7 +126,11 @@ def plot_curves(frame: pd.DataFrame, path: Path, metric: str | None = None, targ
 
 def report_section(ctx, out_dir: Path):
     """``medsynbench report`` section ``federated_curves``: convergence per client and final scores."""
-    from medsynbench.benchmark.report_types import ReportFigure, ReportSection, ReportTable
+    from medsynbench.benchmark.report_types import (
+        ReportFigure,
+        ReportSection,
+        ReportTable,
+    )
 
     sec = ReportSection("federated_curves", "Federated vs local-only vs central training: convergence per client",
                         "Per-round FD at each client's held-out split of the model each mode trains; rounds until "

@@ -53,10 +53,10 @@ def summary_markdown(frame, conv, final, targets, metric: str, walls: dict, extr
                      + ", ".join(f"{k} {v}" for k, v in (c.get("train_classes") or {}).items()) + " |")
     lines += ["", "Equal compute: each federated or local-only client trains `local_steps` per round; central trains "
               "3 x `local_steps` per round on the pooled data. Every model is scored on each client's own held-out "
-              f"split. Wall time: " + ", ".join(f"{m} {w / 60:.1f} min" for m, w in walls.items()) + ".", "",
+              "split. Wall time: " + ", ".join(f"{m} {w / 60:.1f} min" for m, w in walls.items()) + ".", "",
               f"## Rounds to reach the target {metric}", "",
-              "Target per client: the best final value any mode reaches at that client + 10%. Empty = not reached.", "",
-              conv.to_markdown(index=False, floatfmt=".3g"), "",
+              "Target per client: the best final value any mode reaches at that client + 10%.", "",
+              conv.astype(object).where(conv.notna(), "not reached").to_markdown(index=False, floatfmt=".3g"), "",
               "## Final scores (last round)", "", final.to_markdown(index=False, floatfmt=".4g"), "",
               "## Per-round curves", "", "![FD vs round](fd_vs_round.png)", "",
               _curve_table(frame, metric), ""]
@@ -79,10 +79,14 @@ def main(argv: list[str] | None = None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out", type=Path)
     ap.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "medsynbench_federated_demo")
+    ap.add_argument("--no-run", action="store_true", help="only rebuild the outputs from the work dir's store")
     args, extra = ap.parse_known_args(argv)
     out, work = args.out, args.work_dir
     out.mkdir(parents=True, exist_ok=True)
-    walls = run_modes(work, extra)
+    if args.no_run:
+        walls = json.loads((out / "curves.json").read_text()).get("wall_s", {}) if (out / "curves.json").is_file() else {}
+    else:
+        walls = run_modes(work, extra)
     records = load_records(work / "results" / "store")
     frame = C.curve_rows(records)
     frame = frame[frame["mode"].isin([m for _, m in MODES])]

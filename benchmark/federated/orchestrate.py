@@ -20,11 +20,10 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from medsynbench.benchmark.federated import core
 from medsynbench.benchmark.federated.config import MODES, STRATEGIES
 from medsynbench.benchmark.validate import ConfigError
+from omegaconf import OmegaConf
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,6 @@ def prepare(cfg, bundle, tid: str, run_dir: Path) -> tuple[Path, dict]:
             "partition_summary": part.describe(bundle)}
     if cfg.federated.mode == "flower":
         import torch
-
         from medsynbench.benchmark.federated.client import Site
 
         site = Site(cfg, bundle, core.client_bundle(bundle, [0], [0], 0), [], fed, torch.device("cpu"))
@@ -117,7 +115,7 @@ def run_federated(cfg, bundle, tid: str, run_dir: Path, device, raise_on_failure
         record = read_record(cfg.paths.store_dir, tid, last_eid)
         if record is None:
             raise RuntimeError(f"federated run {tid}: the last round's record is missing after the federation ended")
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         import traceback
 
         if isinstance(err, ConfigError):
@@ -149,9 +147,8 @@ class Supervisor:
         mod = "server" if name == "server" else "client"
         args = [sys.executable, "-m", f"medsynbench.benchmark.federated.{mod}", str(self.fed)]
         args += [self.address] if name == "server" else [name[1:], self.address]
-        logf = open(self.fed / f"{name}.log", "ab")
-        self.procs[name] = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=self.env)
-        logf.close()
+        with open(self.fed / f"{name}.log", "ab") as logf:  # the child keeps its own handle
+            self.procs[name] = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT, env=self.env)
         self._write_pids()
         log.info("federated: started %s (pid %d)", name, self.procs[name].pid)
 
@@ -223,7 +220,7 @@ def run_in_process(cfg, bundle, fed: Path, plan: dict, device) -> None:
     else:
         sites = [Site(cfg, bundle, core.pooled(bundle, clients), [], fed / "central", device)]
         steps = int(fcfg.central_steps or len(clients) * fcfg.local_steps)
-    due = lambda r: r % max(1, fcfg.eval_every) == 0 or r == fcfg.rounds  # noqa: E731
+    due = lambda r: r % max(1, fcfg.eval_every) == 0 or r == fcfg.rounds
     for r in range(1, fcfg.rounds + 1):
         recorded = read_record(cfg.paths.store_dir, plan["training_id"], evaluation_id(cfg, step=r * fcfg.local_steps))
         if all(core.round_file(s.folder, r).is_file() for s in sites) and (recorded or not due(r)):

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-
 from medsynbench.benchmark.federated.config import LABEL_MODES, PARTITION_BY
 from medsynbench.benchmark.validate import ConfigError
 

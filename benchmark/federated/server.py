@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from medsynbench.benchmark.federated import core
 
 log = logging.getLogger("medsynbench.federated.server")
@@ -95,7 +94,7 @@ def _server_class():
                 self._evaluate(self.start_round, timeout)  # killed between checkpoint and record
             for r in range(self.start_round + 1, num_rounds + 1):
                 log.info("round %d/%d: fit (%d local steps per client)", r, num_rounds, fcfg.local_steps)
-                res = self._retry("fit", r, lambda: self.fit_round(server_round=r, timeout=timeout), self._complete)
+                res = self._retry("fit", r, lambda r=r: self.fit_round(server_round=r, timeout=timeout), self._complete)
                 self.parameters = res[0]
                 arrays = parameters_to_ndarrays(self.parameters)
                 state = {"round": r, "keys": self.plan["keys"], "arrays": [torch.from_numpy(np.asarray(a)) for a in arrays],
@@ -123,7 +122,7 @@ def _server_class():
         def _evaluate(self, r: int, timeout) -> None:
             import json
 
-            ok = lambda res: (res is not None and not res[2][1] and len(res[2][0]) == self.plan["n_clients"])  # noqa
+            ok = lambda res: (res is not None and not res[2][1] and len(res[2][0]) == self.plan["n_clients"])
             log.info("round %d: evaluation at every client", r)
             res = self._retry("evaluate", r, lambda: self.evaluate_round(server_round=r, timeout=timeout), ok)
             rows = sorted((row for _, e in res[2][0] for row in json.loads(e.metrics["rows"])),
@@ -138,9 +137,7 @@ def _server_class():
 
 
 def main(fed: Path, address: str) -> int:
-    from flwr.server import ServerConfig, SimpleClientManager
-    from flwr.server import start_server
-
+    from flwr.server import ServerConfig, SimpleClientManager, start_server
     from medsynbench.benchmark.federated.common_proc import setup
 
     cfg, plan = setup(fed, "server")

@@ -67,7 +67,7 @@ def _best_run_of_sweep(cfg) -> str:
         raise ConfigError("export sweep_dir=... needs metric=<name> to pick the best run")
     report = status_report(OmegaConf.create({"sweep_dir": cfg.sweep_dir, "experiment_name": None, "format": "json",
                                              "heartbeat_timeout_s": 120.0, "paths": OmegaConf.to_container(cfg.paths)}))
-    ids = {str(j.get("training_id")) for j in report.get("jobs", []) if j.get("training_id")}
+    ids = {str(j.get("training_id")) for j in report.get("runs", []) if j.get("training_id")}
     found = []
     for rec in load_records(cfg.paths.store_dir):
         if rec.get("training_id") in ids and rec.get("status") == "completed":

@@ -115,7 +115,7 @@ def _conditioning(conditioning: dict | None):
 def sweep_images(gan, seeds: list[int], conditioning: dict | None = None, n_masks: int = 6) -> tuple[dict, int, str]:
     """Rows = seeds; columns = every class (conditional), ``n_masks`` training masks (mask-conditioned) or one row
     of seeds. Returns the images (+ masks, labels) dict, the column count and the column kind."""
-    train_labels, train_masks = _conditioning(conditioning)
+    _, train_masks = _conditioning(conditioning)
     rows = []
     if gan.num_classes:
         cols, kind = gan.num_classes, "class"
@@ -279,17 +279,20 @@ def write_grids(package_dir: str | Path, out_dir: str | Path, seeds=(0, 1, 2, 3)
         ("modality", meta.get("modality")), ("resolution", meta.get("resolution")),
         ("checkpoint step", (meta.get("source") or {}).get("step"))) if v is not None)
     sweep_what = {"class": "columns = classes (same z per row)", "mask": "columns = training masks (same z per row)",
-                  "seed": "one latent per seed"}[kind]
+                  "seed": "columns = seeds (one latent each, a single row)"}[kind]
+    sweep_what = ("rows = seeds, " if s_rows else "") + sweep_what
+    sweep_what = sweep_what[0].upper() + sweep_what[1:]
     page = f"""<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(vp.id)}: latent grids</title>
-<style>body{{font-family:sans-serif;margin:1em;max-width:1400px}} img{{image-rendering:pixelated;max-width:100%;
-border:1px solid #ccc}} figure{{margin:1em 0}} figcaption{{color:#333;margin-top:.3em}}</style></head><body>
+<style>body{{font-family:sans-serif;margin:1em}} img{{image-rendering:pixelated;border:1px solid #ccc}}
+figure{{margin:1em 0;overflow-x:auto}} figcaption{{color:#333;margin:.3em 0;max-width:60em}}</style></head><body>
 <h1>{html.escape(vp.id)}: latent grids</h1><p>{facts}</p>{mask_note}
-<figure><img src='interpolation.png' alt='interpolation grid'><figcaption>Interpolation
-({'lerp in w, the mapped latent of a style-based generator' if space == 'w-lerp' else 'slerp in z'}): each row
+<h2>Interpolation</h2><figure><figcaption>
+{'Lerp in w (the mapped latent of a style-based generator)' if space == 'w-lerp' else 'Slerp in z'}: each row
 goes from the first seed's latent (t=0) to the second's (t=1); per-sample noise{', class' if 'labels' in interp else ''}
-{' and mask' if gan.takes_masks else ''} fixed along a row.</figcaption></figure>
-<figure><img src='sweep.png' alt='sweep grid'><figcaption>Sweep: {'rows = seeds, ' if s_rows else ''}{sweep_what}.
-</figcaption></figure></body></html>
+{' and mask' if gan.takes_masks else ''} fixed along a row.</figcaption>
+<img src='interpolation.png' alt='interpolation grid'></figure>
+<h2>Sweep</h2><figure><figcaption>{sweep_what}.</figcaption>
+<img src='sweep.png' alt='sweep grid'></figure></body></html>
 """
     atomic_write(out_dir / "index.html", lambda fh: fh.write(page.encode()))
     return {"interpolation": str(g_interp["path"]), "sweep": str(g_sweep["path"]), "html": str(out_dir / "index.html"),
