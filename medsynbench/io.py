@@ -19,13 +19,20 @@ import numpy as np
 import torch
 
 
+_UMASK = os.umask(0o022)  # read the process umask once (os.umask can only read it by setting it) and put it back
+os.umask(_UMASK)
+
+
 def atomic_write(path: Path, write) -> None:
     """``write(file_object)`` into a temporary file in the same folder, then ``os.replace``: readers never see half a
-    file, and a writer killed mid-way leaves only a hidden ``.name.*.tmp`` behind."""
+    file, and a writer killed mid-way leaves only a hidden ``.name.*.tmp`` behind. The file gets the permissions a
+    plain ``open(path, "w")`` would give (0666 less the umask), not mkstemp's private 0600: results, packages and
+    caches are shared with a team."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()

@@ -196,3 +196,17 @@ def test_checkpoints_hold_only_weights_only_values(reference):
         ckpt = torch.load(path, weights_only=True)
         assert set(ckpt) >= {"step", "model_args", "state_dict", "optimizers", "rng", "losses"}
         assert isinstance(ckpt["rng"]["numpy"]["key"], torch.Tensor)
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    """Results, packages and caches are shared with a team: an atomically written file is readable like one written
+    by open() under the same umask (mkstemp alone would leave it 0600)."""
+    import os
+    import stat
+
+    from medsynbench.io import atomic_write_bytes
+
+    atomic_write_bytes(tmp_path / "atomic.bin", b"x")
+    (tmp_path / "plain.bin").write_bytes(b"x")
+    mode = stat.S_IMODE(os.stat(tmp_path / "atomic.bin").st_mode)
+    assert mode == stat.S_IMODE(os.stat(tmp_path / "plain.bin").st_mode)  # 0644 under umask 022, not 0600

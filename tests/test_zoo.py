@@ -455,3 +455,5 @@ def test_cli_export_the_best_run_of_a_sweep(tmp_path):
     assert meta["source"]["training_id"] == best and f"{best} = " in ex.stdout
     missing = _cli("export", "sweep_dir=latest", "metric=kid_unet", f"paths.results_dir={results}")
     assert missing.returncode == 2 and "has the metric 'kid_unet'" in missing.stderr
+    top = _cli("--help").stdout
+    assert "\n  export " in top and "\n  zoo " in top and "grids|verify" in top
