@@ -277,6 +277,13 @@ def _loss_curve_figure(path: Path, curves: np.ndarray, title: str) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
+    _finish_figure(fig, ax, path, title)
+
+
+def _finish_figure(fig, ax, path: Path, title: str) -> None:
+    """Title and legend, then the PNG written atomically."""
+    import matplotlib.pyplot as plt
+
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -298,13 +305,7 @@ def _histogram(path: Path, dist: dict, metric: str, title: str) -> None:
     ax.axvline(dist["q1_real_real"], color="k", ls="--", lw=1, label="Q1 real-real (too-close threshold)")
     ax.set_xlabel(f"{metric} distance")
     ax.set_ylabel("images")
-    ax.set_title(title, fontsize=8)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+    _finish_figure(fig, ax, path, title)
 
 
 # --- project ---------------------------------------------------------------------------------------------------------
