@@ -178,11 +178,16 @@ class ADA(nn.Module):
 
     @torch.no_grad()
     def update(self, images_seen: int) -> float:
-        """p += sign(r_t - target) * images_seen / (speed_kimg * 1000), clamped to [0, p_max]; returns r_t."""
+        """p += sign(r_t - target) * images_seen / (speed_kimg * 1000), clamped to [0, p_max]; returns r_t.
+
+        As in the ADA paper's code (np.sign), r_t == target leaves p where it is; r_t is computed in float64 so
+        that a ratio equal to the target (e.g. 48/80 = 0.6) is not pushed above it by float32 rounding."""
         if float(self._sign_count) == 0:
             return float("nan")
-        r_t = float(self._sign_sum / self._sign_count)
-        adjust = math.copysign(1.0, r_t - self.target) * images_seen / (self.speed_kimg * 1000)
+        r_t = float(self._sign_sum) / float(self._sign_count)
+        diff = r_t - self.target
+        adjust = (diff > 0) - (diff < 0)
+        adjust = adjust * images_seen / (self.speed_kimg * 1000)
         self.p.copy_((self.p + adjust).clamp(0.0, self.p_max))
         self._sign_sum.zero_()
         self._sign_count.zero_()
