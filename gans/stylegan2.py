@@ -227,7 +227,7 @@ class StyleGAN2(GAN):
                  r1_gamma: float = 10.0, r1_interval: int = 16, pl_weight: float = 2.0, pl_interval: int = 4,
                  pl_batch_shrink: int = 2, pl_decay: float = 0.01,
                  ada: bool = True, ada_target: float = 0.6, ada_interval: int = 4, ada_kimg: float = 500.0,
-                 ada_p_init: float = 0.0, truncation_psi: float = 1.0):
+                 ada_p_init: float = 0.0, truncation_psi: float = 1.0, ada_p_max: float = 1.0):
         super().__init__(name=name, image_size=image_size, image_channels=image_channels,
                          num_mask_classes=num_mask_classes, num_classes=num_classes, conditional=conditional,
                          latent_dim=latent_dim)
@@ -241,7 +241,11 @@ class StyleGAN2(GAN):
         self.pl_weight, self.pl_interval = pl_weight, max(1, int(pl_interval))
         self.pl_batch_shrink, self.pl_decay = max(1, int(pl_batch_shrink)), pl_decay
         self.register_buffer("pl_mean", torch.zeros(()))
-        self.ada = ADA(image_channels, target=ada_target, speed_kimg=ada_kimg, p_init=ada_p_init) if ada else None
+        if not 0.0 <= ada_p_init <= ada_p_max <= 1.0:
+            raise ValueError(f"gan.ada_p_init ({ada_p_init}) and gan.ada_p_max ({ada_p_max}) must satisfy "
+                             "0 <= ada_p_init <= ada_p_max <= 1")
+        self.ada = ADA(image_channels, target=ada_target, speed_kimg=ada_kimg, p_init=ada_p_init,
+                       p_max=ada_p_max) if ada else None
         self.ada_interval = max(1, int(ada_interval))
         self.truncation_psi = truncation_psi
 

@@ -154,3 +154,14 @@ def test_samples_never_pass_through_the_augmentation():
     for ema in (True, False):
         assert torch.equal(before[ema]["images"], after[ema]["images"])
         assert torch.equal(before[ema]["masks"], after[ema]["masks"])
+
+
+def test_ada_p_max_caps_p_during_training_and_is_checked():
+    # target below any r_t: p rises 0.8 per step (8 images / 10), far past the cap without it
+    gan = build("gan.ada_interval=1", "gan.ada_kimg=0.01", "gan.ada_target=-1.5", "+gan.ada_p_max=0.3")
+    opts = gan.configure_optimizers(lr_g=2e-3, lr_d=2e-3, betas=(0.0, 0.99))
+    ps = [gan.train_step(batch(8, seed=s), opts, s)["ada_p"] for s in range(4)]
+    assert ps == pytest.approx([0.3] * 4) and gan.model_args()["ada_p_max"] == 0.3
+    assert gan_config("stylegan2_full").get("ada_p_max", 1.0) == 1.0     # the paper-scale preset is uncapped
+    with pytest.raises(Exception, match="ada_p_max"):
+        build("gan.ada_p_init=0.5", "+gan.ada_p_max=0.3")
