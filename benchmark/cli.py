@@ -278,11 +278,19 @@ def turing_app(cfg: DictConfig) -> None:
     run_action(cfg)
 
 
-def turing_command() -> None:
-    """``medsynbench turing <action> [overrides]``: the action word becomes ``action=<action>``."""
-    if len(sys.argv) > 1 and "=" not in sys.argv[1] and not sys.argv[1].startswith("-"):  # unknown ones: named
-        sys.argv[1] = f"action={sys.argv[1]}"
-    turing_app()
+def _with_action_word(app):
+    """``medsynbench <command> <action> [overrides]``: the action word becomes ``action=<action>`` (an unknown one
+    is named by the app's action check)."""
+
+    def command() -> None:
+        if len(sys.argv) > 1 and "=" not in sys.argv[1] and not sys.argv[1].startswith("-"):
+            sys.argv[1] = f"action={sys.argv[1]}"
+        app()
+
+    return command
+
+
+turing_command = _with_action_word(turing_app)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
@@ -303,11 +311,7 @@ def zoo_app(cfg: DictConfig) -> None:
     zoo_task(cfg)
 
 
-def zoo_command() -> None:
-    """``medsynbench zoo <action> [overrides]``: the action word becomes ``action=<action>``."""
-    if len(sys.argv) > 1 and "=" not in sys.argv[1] and not sys.argv[1].startswith("-"):
-        sys.argv[1] = f"action={sys.argv[1]}"
-    zoo_app()
+zoo_command = _with_action_word(zoo_app)
 
 
 COMMANDS = {

@@ -72,7 +72,8 @@ def evaluate_gan(cfg, gan, bundle: DatasetBundle, device: torch.device, out_dir:
     planned = planned_synthetic(cfg.downstream, len(bundle.train))
     n_downstream = max(planned.values(), default=0)
     downstream_synthetic, balance_synthetic, generation = None, None, {}
-    if n_downstream or planned_balancing(cfg.downstream, bundle.train, bundle.num_classes, cfg.seed):
+    plan = planned_balancing(cfg.downstream, bundle.train, bundle.num_classes, cfg.seed)
+    if n_downstream or plan:
         from medsynbench.downstream.config import parse_settings
 
         ds = parse_settings(cfg.downstream)
@@ -88,7 +89,6 @@ def evaluate_gan(cfg, gan, bundle: DatasetBundle, device: torch.device, out_dir:
                                                    batch_size=batch_size),
             n_downstream, ds.synthetic_chunk, ds.synthetic_ram_mb, str(tmp))
         timings["sample_downstream_s"] = time.perf_counter() - t0
-    plan = planned_balancing(cfg.downstream, bundle.train, bundle.num_classes, cfg.seed)
     if sum(plan.values()) and getattr(gan, "num_classes", 0):
         # real_balanced: the minority classes' images, sampled class by class from the class-conditional GAN
         labels = plan_labels(plan)

@@ -31,7 +31,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from medsynbench.benchmark.config import PathsConfig
-from medsynbench.benchmark.utils import atomic_write, atomic_write_json, resolve_device, stable_hash
+from medsynbench.benchmark.utils import atomic_write_bytes, atomic_write_json, resolve_device, stable_hash
 from medsynbench.benchmark.validate import ConfigError
 from medsynbench.io import atomic_torch_save
 
@@ -259,7 +259,7 @@ def save_rows(path: Path, rows: list[torch.Tensor], scale: int = 1) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     vutils.save_image((grid + 1) / 2, buf, nrow=ncol, padding=2, pad_value=1.0, format="png")
-    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _loss_curve_figure(path: Path, curves: np.ndarray, title: str) -> None:
@@ -290,7 +290,7 @@ def _finish_figure(fig, ax, path: Path, title: str) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)
     plt.close(fig)
-    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _histogram(path: Path, dist: dict, metric: str, title: str) -> None:
@@ -411,7 +411,7 @@ def project_command(cfg) -> dict:
                           "final_feature_loss": result["final_feature_loss"].numpy(),
                           "final_pixel_loss": result["final_pixel_loss"].numpy(),
                           "initial_loss": result["loss_curve"][:, 0].numpy()})
-    atomic_write(out_dir / "distances.csv", lambda fh: fh.write(table.to_csv(index=False).encode()))
+    atomic_write_bytes(out_dir / "distances.csv", table.to_csv(index=False).encode())
     title = f"{tid[:40]} | {space} | loss {loss_desc.get('name')} | emb {emb_desc.get('name')} ({cfg.embedding.metric})"
     _loss_curve_figure(out_dir / "loss_curves.png", result["loss_curve"].numpy(), title)
     _histogram(out_dir / "distances.png", dist, cfg.embedding.metric, title)
@@ -547,7 +547,7 @@ def write_slider_page(path: Path, title: str, intro: str, sliders: dict[str, tup
                       f'<label id="{key}-lab"></label><br><img id="{key}-img"></div>')
     text = SLIDER_HTML.format(title=html.escape(title), intro=html.escape(intro), sliders="\n".join(blocks),
                               frames=json.dumps(frames))
-    atomic_write(path, lambda fh: fh.write(text.encode()))
+    atomic_write_bytes(path, text.encode())
 
 
 def sefa_command(cfg) -> dict:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from medsynbench.io import array_hash, atomic_write, content_hash, file_lock, remove_stale_temporaries
+from medsynbench.io import (array_hash, atomic_torch_save, atomic_write_json, content_hash, file_lock,
+                            remove_stale_temporaries)
 
 log = logging.getLogger(__name__)
 # settings of the synthetic scenarios and of the output only: not part of a GAN-independent scenario's key
@@ -98,6 +99,5 @@ class ScenarioCache:
         path, model_path = self.paths(key)
         if model is not None:
             state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            atomic_write(model_path, lambda fh: torch.save(state, fh))
-        text = json.dumps({"key": key, "records": records}, indent=1, sort_keys=True, default=str).encode()
-        atomic_write(path, lambda fh: fh.write(text))
+            atomic_torch_save(state, model_path)
+        atomic_write_json(path, {"key": key, "records": records})

@@ -5,11 +5,9 @@ Writes results/benchmarks/zoo_generate.json. Usage: python scripts/bench_zoo_gen
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]

@@ -220,47 +220,44 @@ def _fmt(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def render_html(result: dict, inline: bool = True, figure_dir: str = "figures", standalone: bool = True) -> str:
-    """The results page; ``standalone``: its CSS inside (a file), else linked from the server's /static/."""
+def render_html(result: dict, standalone: bool = True) -> str:
+    """The results page, figures embedded; ``standalone``: its CSS inside (a file), else linked from the server's
+    /static/."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     env = Environment(loader=FileSystemLoader(str(Path(__file__).parent / "templates")),
                       autoescape=select_autoescape(["html"]))
-    figs = {name: (f"data:image/png;base64,{base64.b64encode(data).decode()}" if inline
-                   else f"{figure_dir}/{name}.png") for name, data in result["figures"].items()}
+    figs = {name: f"data:image/png;base64,{base64.b64encode(data).decode()}"
+            for name, data in result["figures"].items()}
     tables = {name: _fmt(result[name]).to_html(index=False, na_rep="", classes="data", border=0, escape=True)
               for name in TABLES}
     css = (Path(__file__).parent / "static" / "style.css").read_text() if standalone else None
-    return env.get_template("results.html").render(s=result["settings"], css=css, kappa=agreement_text(result["agreement"]), a=result["agreement"], tables=tables,
-                                                   figs=figs, n_answers=result["n_answers"],
-                                                   level=round(result["level"] * 100))
+    return env.get_template("results.html").render(
+        s=result["settings"], css=css, kappa=agreement_text(result["agreement"]), tables=tables, figs=figs,
+        n_answers=result["n_answers"], level=round(result["level"] * 100))
 
 
 def write_results(study_dir: str | Path, out_dir: str | Path | None = None, level: float = 0.95) -> dict:
     """Write tables (``<name>.md``, ``<name>.csv``), figures (``figures/<name>.png``), ``results.json`` and
-    ``results.html`` to ``out_dir`` (default ``<study_dir>/results``); returns the analysis and the paths."""
+    ``results.html`` to ``out_dir`` (default ``<study_dir>/results``); returns the analysis and the folder."""
     from medsynbench.io import atomic_write_bytes, atomic_write_json
 
     out = Path(out_dir) if out_dir else Path(study_dir) / "results"
     result = analyse(study_dir, level)
-    paths = []
     for name in TABLES:
         df = result[name]
         atomic_write_bytes(out / f"{name}.csv", df.to_csv(index=False).encode())
         atomic_write_bytes(out / f"{name}.md", (_fmt(df).to_markdown(index=False) if len(df) else "(none)\n")
                            .encode())
-        paths += [out / f"{name}.md", out / f"{name}.csv"]
     a = result["agreement"]
     atomic_write_bytes(out / "agreement.md", (agreement_text(a) + "\n").encode())
     for name, data in result["figures"].items():
         atomic_write_bytes(out / "figures" / f"{name}.png", data)
-        paths.append(out / "figures" / f"{name}.png")
-    atomic_write_bytes(out / "results.html", render_html(result, inline=True).encode())
+    atomic_write_bytes(out / "results.html", render_html(result).encode())
     atomic_write_json(out / "results.json", {
         "settings": result["settings"], "level": level, "n_answers": result["n_answers"], "agreement": a,
         **{name: json.loads(result[name].to_json(orient="records")) for name in TABLES}})
-    paths += [out / "agreement.md", out / "results.html", out / "results.json"]
-    return {"result": result, "out_dir": out, "paths": paths}
+    return {"result": result, "out_dir": out}
 
 
 def agreement_text(a: dict) -> str:

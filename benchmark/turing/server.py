@@ -204,7 +204,7 @@ def create_app(study_dir: str | Path) -> FastAPI:
             admin_or_403(c, token)
         finally:
             c.close()
-        return HTMLResponse(render_html(analyse(study_dir), inline=True, standalone=False))
+        return HTMLResponse(render_html(analyse(study_dir), standalone=False))
 
     return app
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -145,7 +146,7 @@ def zoo_task(cfg) -> None:
         from medsynbench.benchmark.zoo.grids import write_grids
 
         path = cfg.package or reg_mod.Registry.open(registries).resolve(cfg.model_id)
-        result = write_grids(path, cfg.output_dir or f"{cfg.paths.results_dir}/zoo/grids/{Path_name(path)}",
+        result = write_grids(path, cfg.output_dir or f"{cfg.paths.results_dir}/zoo/grids/{Path(path).name}",
                              seeds=list(cfg.seeds), steps=cfg.steps, device=cfg.device)
         return out(f"[medsynbench] written {result['interpolation']}, {result['sweep']} and {result['html']}")
     if cfg.action == "generate" and cfg.package:
@@ -189,17 +190,11 @@ def zoo_task(cfg) -> None:
         f"{result['manifest']}")
 
 
-def Path_name(path) -> str:  # noqa: N802
-    from pathlib import Path
-
-    return Path(path).name
-
-
 def _labels(cfg):
     return None if cfg.labels is None else list(cfg.labels)
 
 
 def _gen_dir(cfg, model_id: str | None = None) -> str:
     """``output_dir``, else ``<results>/zoo/generated/<model id or package folder name>-n<N>-s<seed>``."""
-    name = model_id or cfg.model_id or Path_name(cfg.package)
+    name = model_id or cfg.model_id or Path(cfg.package).name
     return cfg.output_dir or f"{cfg.paths.results_dir}/zoo/generated/{name}-n{cfg.num_samples}-s{cfg.seed}"

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
-from medsynbench.benchmark.zoo.package import PackageError, VerifiedPackage, build_generator, verify_package
+from medsynbench.benchmark.zoo.package import PackageError, VerifiedPackage, build_generator, open_package
 from medsynbench.gans.pairs import split_pair
+from medsynbench.io import array_hash
 
 MANIFEST_CSV = "manifest.csv"
 GENERATION_JSON = "generation.json"
@@ -71,8 +72,6 @@ class SamplePlan:
     starts, so that any chunk [a, b) can be produced alone, equal to rows a..b of one ``GAN.sample`` call."""
 
     def __init__(self, gan, n: int, seed: int, train_labels=None, train_masks=None, labels=None, masks=None):
-        from medsynbench.gans.base import draw_train_masks  # noqa: F401  (the draw replicated below)
-
         self.n, self.seed = int(n), int(seed)
         if self.n < 1:
             raise PackageError(f"num_samples must be >= 1, got {n}")
@@ -200,17 +199,14 @@ def _append_rows(path: Path, rows: list[list], header: bool) -> None:
 
 def _open(source, device):
     """(VerifiedPackage, gan) of a package folder, or of an id in a Registry (verified against its checksum)."""
-    from medsynbench.benchmark.utils import resolve_device
-
     if isinstance(source, VerifiedPackage):
-        vp = source
-    elif isinstance(source, tuple):  # (registry, id)
+        from medsynbench.benchmark.utils import resolve_device
+
+        return source, build_generator(source, resolve_device(str(device)))
+    if isinstance(source, tuple):  # (registry, id)
         registry, pid = source
-        path = registry.resolve(pid)
-        vp = verify_package(path, registry.get(pid).manifest_sha256)
-    else:
-        vp = verify_package(source)
-    return vp, build_generator(vp, resolve_device(str(device)))
+        return open_package(registry.resolve(pid), device, registry.get(pid).manifest_sha256)
+    return open_package(source, device)
 
 
 def generate(registry_or_package, model_id: str | None = None, num_samples: int = 100, output_dir=None,
@@ -237,8 +233,7 @@ def generate(registry_or_package, model_id: str | None = None, num_samples: int 
     out_dir = Path(output_dir)
     params = {"package_id": vp.id, "manifest_files": vp.manifest["files"], "num_samples": int(num_samples),
               "seed": int(seed), "labels": None if labels is None else torch.as_tensor(labels).tolist(),
-              "masks_sha256": None if masks is None else __import__("medsynbench.io", fromlist=["array_hash"])
-              .array_hash(torch.as_tensor(masks))}
+              "masks_sha256": None if masks is None else array_hash(torch.as_tensor(masks))}
     info_path, manifest = out_dir / GENERATION_JSON, out_dir / MANIFEST_CSV
     start = 0
     if info_path.is_file():

@@ -22,22 +22,13 @@ import torch
 
 from medsynbench.benchmark.zoo.generate import _run_chunk, SamplePlan
 from medsynbench.benchmark.zoo.package import PackageError
+from medsynbench.gans.latent.edits import slerp
 from medsynbench.io import atomic_write
 
 # Okabe-Ito colours (colour-blind safe); class 0 (background) is black
 MASK_PALETTE = [(0, 0, 0), (230, 159, 0), (86, 180, 233), (0, 158, 115), (240, 228, 66), (0, 114, 178),
                 (213, 94, 0), (204, 121, 167), (255, 255, 255)]
 CELL_TARGET_PX = 96  # cells are upscaled by an integer factor to at least this size (64 px images: x2)
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
-    """Spherical interpolation of row vectors (falls back to lerp for (anti)parallel vectors)."""
-    a_n, b_n = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
-    omega = torch.acos((a_n * b_n).sum(-1, keepdim=True).clamp(-1, 1))
-    so = torch.sin(omega)
-    lerp = (1 - t) * a + t * b
-    out = (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
-    return torch.where(so.abs() < 1e-6, lerp, out)
 
 
 def _z(gan, seed: int) -> torch.Tensor:
@@ -237,11 +228,9 @@ def _names(names, n: int, prefix: str) -> list[str]:
 def write_grids(package_dir: str | Path, out_dir: str | Path, seeds=(0, 1, 2, 3), steps: int = 8,
                 device="cpu") -> dict:
     """Interpolation grid + sweep grid of a package as labelled PNGs and an ``index.html`` showing both."""
-    from medsynbench.benchmark.utils import resolve_device
-    from medsynbench.benchmark.zoo.package import build_generator, verify_package
+    from medsynbench.benchmark.zoo.package import open_package
 
-    vp = verify_package(package_dir)
-    gan = build_generator(vp, resolve_device(str(device)))
+    vp, gan = open_package(package_dir, device)
     out_dir = Path(out_dir)
     seeds = [int(s) for s in seeds]
     if not seeds or steps < 2:

@@ -233,14 +233,20 @@ def build_generator(vp: VerifiedPackage, device: str | torch.device = "cpu"):
     return gan.to(device)
 
 
+def open_package(path: str | Path, device: str | torch.device = "cpu", expected_sha256: str | None = None):
+    """``(VerifiedPackage, gan)``: the package verified (against a registry's manifest checksum when given), then its
+    generator built on ``device`` (may be ``"auto"``)."""
+    from medsynbench.benchmark.utils import resolve_device
+
+    vp = verify_package(path, expected_sha256)
+    return vp, build_generator(vp, resolve_device(str(device)))
+
+
 def load_generator(path_or_package_dir: str | Path, device: str | torch.device = "cpu"):
     """``(gan, metadata)`` of a model package folder (verified: see :func:`verify_package`). ``device`` may be
     ``"auto"``. The metadata gets ``package_dir`` and, for conditioned models, ``conditioning`` tensors under the key
     ``"_conditioning"`` are NOT added: use :func:`verify_package` for those."""
-    from medsynbench.benchmark.utils import resolve_device
-
-    vp = verify_package(path_or_package_dir)
-    gan = build_generator(vp, resolve_device(str(device)))
+    vp, gan = open_package(path_or_package_dir, device)
     return gan, {**vp.metadata, "package_dir": str(vp.path), "id": vp.id}
 
 

@@ -21,14 +21,13 @@ non-loadable entries (medigan packages are Python code, which a zoo package neve
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from medsynbench.benchmark.zoo.package import MANIFEST, PackageError, read_manifest, verify_package
-from medsynbench.io import atomic_write_json, file_lock
+from medsynbench.io import atomic_write_json, file_lock, sha256_file
 
 REGISTRY_FORMAT = "medsynbench-zoo-registry"
 REGISTRY_FORMAT_VERSION = 1
@@ -79,7 +78,7 @@ def add_package(index_path: str | Path, package_dir: str | Path, relative: bool 
     """Verify a package folder and list it in the index (created when absent); returns its entry."""
     index_path, package_dir = Path(index_path), Path(package_dir)
     vp = verify_package(package_dir)
-    sha = hashlib.sha256((package_dir / MANIFEST).read_bytes()).hexdigest()
+    sha = sha256_file(package_dir / MANIFEST)
     try:
         location = package_dir.resolve().relative_to(index_path.resolve().parent).as_posix() if relative else None
     except ValueError:
@@ -176,13 +175,11 @@ class Registry:
 
     def load(self, package_id: str, device="cpu"):
         """(gan, metadata) of a registered package, verified against the registry's checksum first."""
-        from medsynbench.benchmark.zoo.package import build_generator
-        from medsynbench.benchmark.utils import resolve_device
+        from medsynbench.benchmark.zoo.package import open_package
 
         path = self.resolve(package_id)
-        vp = verify_package(path, self.entries[package_id].manifest_sha256)
-        return build_generator(vp, resolve_device(str(device))), {**vp.metadata, "id": vp.id,
-                                                                  "package_dir": str(path)}
+        vp, gan = open_package(path, device, self.entries[package_id].manifest_sha256)
+        return gan, {**vp.metadata, "id": vp.id, "package_dir": str(path)}
 
 
 # --- medigan global.json import ------------------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def edit_grid(gan, directions: torch.Tensor, strengths, seed: int, n_seeds: int 
     return result
 
 
-def _slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Spherical interpolation of Gaussian latents (keeps their norm typical); linear where they are parallel."""
     an, bn = a / a.norm(dim=-1, keepdim=True), b / b.norm(dim=-1, keepdim=True)
     omega = (an * bn).sum(-1, keepdim=True).clamp(-1, 1).acos()
@@ -69,7 +69,7 @@ def seed_walk(gan, seed_a: int, seed_b: int, n_frames: int = 8, space: str | Non
     space = space or ("w" if is_style_based(gan) else "z")
     a, b = base_latents(gan, 1, seed_a, space), base_latents(gan, 1, seed_b, space)
     ts = torch.linspace(0, 1, n_frames).tolist()
-    codes = [(_slerp(a.code, b.code, t) if space == "z" else a.code.lerp(b.code, t)) for t in ts]
+    codes = [(slerp(a.code, b.code, t) if space == "z" else a.code.lerp(b.code, t)) for t in ts]
     lat = Latents(torch.cat(codes), a.space, None if a.labels is None else a.labels.repeat(n_frames),
                   None if a.masks is None else a.masks.repeat(n_frames, 1, 1), a.noise_seeds.repeat(n_frames))
     return {**render(gan, lat), "t": ts}
